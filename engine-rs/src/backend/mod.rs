@@ -1,0 +1,2 @@
+//! Compute backends. `cpu` always; `cuda` when built with the feature and a GPU is present.
+pub mod cpu;

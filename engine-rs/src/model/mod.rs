@@ -1,0 +1,36 @@
+//! The model interface the scheduler drives, and the architectures behind it.
+//!
+//! Contract between the scheduler (src/sched, src/runner.rs) and a model:
+//! - The scheduler owns the KV slot allocation; a model only reads and writes `KvCache` rows
+//!   at the slot indices it is given.
+//! - One `forward` call runs a whole batch (prefill chunks and decode steps mixed); projections
+//!   run over all the batch's tokens at once, attention per sequence.
+
+use crate::config::ModelConfig;
+use crate::kv::cache::KvCache;
+
+/// One sequence's part of a batched forward pass.
+pub struct ForwardSeq<'a> {
+    /// Tokens whose KV is computed this step (a prefill chunk, or one decode token).
+    pub tokens: &'a [u32],
+    /// Position of `tokens[0]`; KV for positions `0..start_pos` is already in the cache.
+    pub start_pos: usize,
+    /// KV slot of every position `0..start_pos + tokens.len()` (len must equal that).
+    pub slots: &'a [u32],
+    /// true: return a logits row for every token in `tokens` (input logprobs);
+    /// false: only for the last one.
+    pub all_logits: bool,
+}
+
+/// A loaded model, ready to run batches.
+pub trait Model: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+    /// Runs one batched forward pass. Writes the new tokens' K/V into `kv` at their slots and
+    /// returns logits rows (`vocab_size` floats each), concatenated in batch order: for each
+    /// sequence `tokens.len()` rows when `all_logits`, else one row.
+    fn forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32>;
+    /// Bytes held by the weights (resident or mapped), for memory planning and logs.
+    fn weight_bytes(&self) -> usize;
+}
+
+pub mod llama;
