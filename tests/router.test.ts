@@ -6,7 +6,17 @@
 // the restarted worker rejoins and serves again.
 
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { Child, ensureRouterInstalled, freePort, postJson, ROOT, Router, sleep, Worker, WorkerKind } from "./router/cluster.ts";
+import {
+  Child,
+  ensureRouterInstalled,
+  freePort,
+  postJson,
+  ROOT,
+  Router,
+  sleep,
+  Worker,
+  WorkerKind,
+} from "./router/cluster.ts";
 
 // JSR is out of reach from CI, so the assertions come from Deno's built-in node:assert.
 function assert(condition: unknown, message?: string): asserts condition {
@@ -86,7 +96,18 @@ async function checkQuickstartMatchesOneWorker(c: Cluster) {
 }
 
 function longPrefix(seed: string): string {
-  const words = ["river", "lantern", "copper", "meadow", "orbit", "saffron", "glacier", "harbor", "velvet", "ember"];
+  const words = [
+    "river",
+    "lantern",
+    "copper",
+    "meadow",
+    "orbit",
+    "saffron",
+    "glacier",
+    "harbor",
+    "velvet",
+    "ember",
+  ];
   const out: string[] = [];
   for (let i = 0; i < 120; i++) out.push(words[(i * 7 + seed.charCodeAt(i % seed.length)) % words.length]);
   return `Story ${seed}: ${out.join(" ")}.`;
@@ -147,7 +168,9 @@ async function runLoad(
           rid,
           sampling_params: { temperature: 0, max_new_tokens: maxNewTokens, ignore_eos: true },
         });
-        status = r.status === 200 && typeof r.json?.text === "string" ? 200 : `${r.status} ${JSON.stringify(r.json)}`;
+        status = r.status === 200 && typeof r.json?.text === "string"
+          ? 200
+          : `${r.status} ${JSON.stringify(r.json)}`;
       } catch (e) {
         status = String(e);
       }
@@ -182,9 +205,14 @@ async function checkKillDuringRun(c: Cluster, maxNewTokens: number) {
       `request ${f.rid} failed (${f.status}) but had not reached the killed worker`,
     );
   }
-  assert(failed.length <= inFlightAtKill.length, `${failed.length} failures, ${inFlightAtKill.length} in flight`);
+  assert(
+    failed.length <= inFlightAtKill.length,
+    `${failed.length} failures, ${inFlightAtKill.length} in flight`,
+  );
   assertEquals(outcomes.length, 45);
-  console.log(`kill mid-run: 45 requests, ${inFlightAtKill.length} in flight at the kill, ${failed.length} failed`);
+  console.log(
+    `kill mid-run: 45 requests, ${inFlightAtKill.length} in flight at the kill, ${failed.length} failed`,
+  );
   await c.router.waitFor([c.workers[0], c.workers[2]], [victim], 10_000);
   return { failed: failed.length, inFlightAtKill: inFlightAtKill.length, victimOutputAtKill };
 }
@@ -228,24 +256,34 @@ Deno.test({
           }
         }
       });
-      await t.step("quick-start through the router equals one worker alone", () => checkQuickstartMatchesOneWorker(c));
-      await t.step("router forwards /flush_cache, /get_loads → /get_load, /engine_metrics → /metrics", async () => {
-        const marks = c.workers.map((w) => w.mockRequests().length);
-        assertEquals((await fetch(`${c.router.url}/get_loads`).then((r) => r.json())).workers.length, 3);
-        const metrics = await fetch(`${c.router.url}/engine_metrics`).then((r) => r.text());
-        assert(metrics.includes("sglang_num_running_reqs") || metrics.includes("sglang:num_running_reqs"), metrics);
-        const flushed = await fetch(`${c.router.url}/flush_cache`, { method: "POST" });
-        assertEquals(flushed.status, 200, await flushed.text());
-        c.workers.forEach((w, i) => {
-          const calls = w.mockRequests().slice(marks[i]).map((r) => `${r.method} ${r.path}`);
-          for (const call of ["GET /get_load", "GET /metrics", "POST /flush_cache"]) {
-            assert(calls.includes(call), `${w.url} never got ${call}; got ${calls.join(", ")}`);
-          }
-        });
-      });
+      await t.step(
+        "quick-start through the router equals one worker alone",
+        () => checkQuickstartMatchesOneWorker(c),
+      );
+      await t.step(
+        "router forwards /flush_cache, /get_loads → /get_load, /engine_metrics → /metrics",
+        async () => {
+          const marks = c.workers.map((w) => w.mockRequests().length);
+          assertEquals((await fetch(`${c.router.url}/get_loads`).then((r) => r.json())).workers.length, 3);
+          const metrics = await fetch(`${c.router.url}/engine_metrics`).then((r) => r.text());
+          assert(
+            metrics.includes("sglang_num_running_reqs") || metrics.includes("sglang:num_running_reqs"),
+            metrics,
+          );
+          const flushed = await fetch(`${c.router.url}/flush_cache`, { method: "POST" });
+          assertEquals(flushed.status, 200, await flushed.text());
+          c.workers.forEach((w, i) => {
+            const calls = w.mockRequests().slice(marks[i]).map((r) => `${r.method} ${r.path}`);
+            for (const call of ["GET /get_load", "GET /metrics", "POST /flush_cache"]) {
+              assert(calls.includes(call), `${w.url} never got ${call}; got ${calls.join(", ")}`);
+            }
+          });
+        },
+      );
       await t.step("cache_aware keeps each shared prefix on one worker", async () => {
         const groups = await checkCacheAwareAffinity(c, "mock");
-        const servedBy = (rid: string) => c.workers.filter((w) => w.mockRequests().some((r) => r.rid === rid));
+        const servedBy = (rid: string) =>
+          c.workers.filter((w) => w.mockRequests().some((r) => r.rid === rid));
         for (const rids of groups) {
           const owners = new Set(rids.flatMap((rid) => servedBy(rid).map((w) => w.port)));
           assertEquals(owners.size, 1, `group ${rids[0]} was served by ${[...owners]}`);
@@ -254,8 +292,13 @@ Deno.test({
       await t.step("SIGKILL mid-run: no failed request that had not reached the dead worker", async () => {
         const before = c.workers[1].mockRequests().filter((r) => r.path === "/generate").length;
         const { victimOutputAtKill } = await checkKillDuringRun(c, 8);
-        const servedBeforeKill = victimOutputAtKill.split("\n").filter((l) => l.includes('"path":"/generate"')).length;
-        assert(servedBeforeKill > before, "the killed worker had received none of the run: the kill was not mid-run");
+        const servedBeforeKill = victimOutputAtKill.split("\n").filter((l) =>
+          l.includes('"path":"/generate"')
+        ).length;
+        assert(
+          servedBeforeKill > before,
+          "the killed worker had received none of the run: the kill was not mid-run",
+        );
       });
       await t.step("the restarted worker rejoins", () => checkRejoin(c, mockGenerates));
     } finally {
@@ -281,7 +324,10 @@ Deno.test({
     assert(modelPresent, `model fixture missing at ${MODEL} (set LLM_MODELS_DIR)`);
     const c = await startCluster({ kind: "real", modelPath: MODEL }, 120_000);
     try {
-      await t.step("quick-start through the router equals one worker alone", () => checkQuickstartMatchesOneWorker(c));
+      await t.step(
+        "quick-start through the router equals one worker alone",
+        () => checkQuickstartMatchesOneWorker(c),
+      );
       await t.step("cache_aware: a shared prefix is served from one worker's cache", async () => {
         await checkCacheAwareAffinity(c, "real");
       });

@@ -6,7 +6,7 @@ const DENO = Deno.execPath();
 
 export type WorkerKind = { kind: "mock"; delayMs: number } | { kind: "real"; modelPath: string };
 
-export async function freePort(): Promise<number> {
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
@@ -110,7 +110,9 @@ export class Worker {
       }
       await sleep(200);
     }
-    throw new Error(`worker ${this.url} not healthy after ${timeoutMs} ms:\n${this.child?.output.slice(-2000)}`);
+    throw new Error(
+      `worker ${this.url} not healthy after ${timeoutMs} ms:\n${this.child?.output.slice(-2000)}`,
+    );
   }
 }
 
@@ -169,14 +171,17 @@ export class Router {
         last = JSON.stringify(states.map((s) => [s.url, s.is_healthy]));
         const health = new Map(states.map((s) => [s.url, s.is_healthy]));
         if (
-          healthy.every((w) => health.get(w.url) === true) && unhealthy.every((w) => health.get(w.url) === false)
+          healthy.every((w) => health.get(w.url) === true) &&
+          unhealthy.every((w) => health.get(w.url) === false)
         ) return;
       } catch (e) {
         last = String(e);
       }
       await sleep(250);
     }
-    throw new Error(`router state not reached in ${timeoutMs} ms; last: ${last}\n${this.child?.output.slice(-3000)}`);
+    throw new Error(
+      `router state not reached in ${timeoutMs} ms; last: ${last}\n${this.child?.output.slice(-3000)}`,
+    );
   }
 }
 
@@ -193,7 +198,11 @@ export async function ensureRouterInstalled() {
   }
 }
 
-export async function postJson(base: string, path: string, body: unknown): Promise<{ status: number; json: any }> {
+export async function postJson(
+  base: string,
+  path: string,
+  body: unknown,
+): Promise<{ status: number; json: any }> {
   const r = await fetch(`${base}${path}`, {
     method: "POST",
     headers: { "content-type": "application/json" },

@@ -89,7 +89,9 @@ async function handleGenerate(body: Json): Promise<Response> {
     : Array.isArray(body.input_ids)
     ? (body.input_ids as number[]).join(" ")
     : null;
-  if (prompt === null) return json({ object: "error", message: "text or input_ids required", code: 400 }, 400);
+  if (prompt === null) {
+    return json({ object: "error", message: "text or input_ids required", code: 400 }, 400);
+  }
   const g = await generation(prompt, maxNew);
   const out = { text: g.text, output_ids: g.outputIds, meta_info: metaInfo(rid, g) };
   return body.stream ? sse([out]) : json(out);
@@ -115,7 +117,11 @@ async function handleChat(body: Json): Promise<Response> {
       model: body.model ?? "default",
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
     });
-    return sse([chunk({ role: "assistant", content: "" }, null), chunk({ content: g.text }, null), chunk({}, "length")]);
+    return sse([
+      chunk({ role: "assistant", content: "" }, null),
+      chunk({ content: g.text }, null),
+      chunk({}, "length"),
+    ]);
   }
   return json({
     id,
@@ -160,7 +166,10 @@ const serverInfo = () => ({
   max_total_num_tokens: 4096,
   max_req_input_len: 4096,
   max_running_requests: 64,
-  internal_states: [{ last_gen_throughput: 0, memory_usage: { weight: 0, kvcache: 0, token_capacity: 4096 } }],
+  internal_states: [{
+    last_gen_throughput: 0,
+    memory_usage: { weight: 0, kvcache: 0, token_capacity: 4096 },
+  }],
   version: "0.0.0-mock",
 });
 
@@ -182,7 +191,13 @@ async function handle(req: Request): Promise<Response> {
     log({ event: "request", method: req.method, path: url.pathname, bad_json: true });
     return json({ object: "error", message: "invalid JSON body", code: 400 }, 400);
   }
-  log({ event: "request", method: req.method, path: url.pathname, rid: body.rid ?? null, ...(args.has("log-bodies") ? { body } : {}) });
+  log({
+    event: "request",
+    method: req.method,
+    path: url.pathname,
+    rid: body.rid ?? null,
+    ...(args.has("log-bodies") ? { body } : {}),
+  });
   switch (url.pathname) {
     case "/health":
       return new Response("", { status: 200 });
@@ -198,13 +213,22 @@ async function handle(req: Request): Promise<Response> {
     case "/v1/models":
       return json({
         object: "list",
-        data: [{ id: modelPath, object: "model", created: 0, owned_by: "sglang", root: modelPath, max_model_len: 4096 }],
+        data: [{
+          id: modelPath,
+          object: "model",
+          created: 0,
+          owned_by: "sglang",
+          root: modelPath,
+          max_model_len: 4096,
+        }],
       });
     case "/get_load":
       return json([{ dp_rank: 0, num_reqs: running, num_waiting_reqs: 0, num_tokens: running * 64 }]);
     case "/flush_cache":
       seenPrompts.length = 0;
-      return new Response("Cache flushed.\nPlease check backend logs for more details. (When there are running or waiting requests, the operation will not be performed.)\n");
+      return new Response(
+        "Cache flushed.\nPlease check backend logs for more details. (When there are running or waiting requests, the operation will not be performed.)\n",
+      );
     case "/abort_request":
       return new Response("", { status: 200 });
     case "/metrics":
