@@ -13,9 +13,8 @@ import {
   postJson,
   ROOT,
   Router,
-  sleep,
   Worker,
-  WorkerKind,
+  type WorkerKind,
 } from "./router/cluster.ts";
 
 // JSR is out of reach from CI, so the assertions come from Deno's built-in node:assert.
