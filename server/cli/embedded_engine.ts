@@ -10,7 +10,7 @@ const EMBEDDED_LIBRARY = new URL(`../../target/release/${LIBRARY_NAME}`, import.
 
 export async function prepareEmbeddedEngineLibrary(): Promise<void> {
   if (!Deno.build.standalone || Deno.env.get("LLM_ENGINE_LIB")) return;
-  let bytes: Uint8Array;
+  let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = await Deno.readFile(EMBEDDED_LIBRARY);
   } catch (e) {
