@@ -55,6 +55,12 @@ export function parseExecLine(line: string): string[] {
     if (line[i] === ";" && (i + 1 === line.length || isSpace(line[i + 1]))) {
       throw new Error(`unquoted ";" at ${i} separates commands`);
     }
+    // systemd checks for a lone \; before unescaping: it is a literal ";" argument.
+    if (line.startsWith("\\;", i) && (i + 2 === line.length || isSpace(line[i + 2]))) {
+      words.push(";");
+      i += 2;
+      continue;
+    }
     let word = "";
     let quote: string | null = null;
     for (; i < line.length; i++) {
