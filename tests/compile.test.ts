@@ -20,19 +20,22 @@ globalThis.addEventListener("unload", () => {
 });
 function compiled(entry: string): Promise<string> {
   if (!builds.has(entry)) {
-    builds.set(entry, (async () => {
-      const dir = await Deno.makeTempDir({ prefix: "llm-server-build-" });
-      buildDirs.push(dir);
-      const output = `${dir}/llm-server`;
-      const result = await new Deno.Command("bash", {
-        args: [`${ROOT}/scripts/compile.sh`, "--entry", entry, "--output", output],
-        env: { LLM_SERVER_GZIP_LEVEL: "1" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assert.equal(result.code, 0, `compile.sh failed:\n${decoder.decode(result.stderr)}`);
-      return output;
-    })());
+    builds.set(
+      entry,
+      (async () => {
+        const dir = await Deno.makeTempDir({ prefix: "llm-server-build-" });
+        buildDirs.push(dir);
+        const output = `${dir}/llm-server`;
+        const result = await new Deno.Command("bash", {
+          args: [`${ROOT}/scripts/compile.sh`, "--entry", entry, "--output", output],
+          env: { LLM_SERVER_GZIP_LEVEL: "1" },
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.equal(result.code, 0, `compile.sh failed:\n${decoder.decode(result.stderr)}`);
+        return output;
+      })(),
+    );
   }
   return builds.get(entry)!;
 }
@@ -46,7 +49,14 @@ async function bareEnvironment() {
 }
 
 async function runFile(file: string, args: string[], cwd: string, env: Record<string, string>) {
-  const out = await new Deno.Command(file, { args, cwd, env, clearEnv: true, stdout: "piped", stderr: "piped" })
+  const out = await new Deno.Command(file, {
+    args,
+    cwd,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  })
     .output();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
@@ -68,7 +78,11 @@ async function generateThrough(file: string, cwd: string, env: Record<string, st
   const port = freePort();
   const server = new Deno.Command(file, {
     args: ["--model-path", MODEL, "--host", "127.0.0.1", "--port", String(port)],
-    cwd, env, clearEnv: true, stdout: "piped", stderr: "piped",
+    cwd,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
   }).spawn();
   const logs: string[] = [];
   const collect = async (stream: ReadableStream<Uint8Array>) => {
@@ -92,7 +106,10 @@ async function generateThrough(file: string, cwd: string, env: Record<string, st
         return { status: response.status, body: text, logs };
       } catch (e) {
         if (Date.now() > deadline) throw new Error(`server never answered: ${e}\n${logs.join("")}`);
-        const exited = await Promise.race([server.status, new Promise((r) => setTimeout(() => r(null), 250))]);
+        const exited = await Promise.race([
+          server.status,
+          new Promise((r) => setTimeout(() => r(null), 250)),
+        ]);
         if (exited) throw new Error(`server exited early (${JSON.stringify(exited)}):\n${logs.join("")}`);
       }
     }
@@ -111,7 +128,10 @@ Deno.test("compile.sh makes one self-contained file that runs elsewhere and unpa
   const { dir, env } = await bareEnvironment();
   try {
     // Two first starts at the same moment: both must work and share one unpacked copy.
-    const [a, b] = await Promise.all([runFile(file, ["--version"], dir, env), runFile(file, ["--version"], dir, env)]);
+    const [a, b] = await Promise.all([
+      runFile(file, ["--version"], dir, env),
+      runFile(file, ["--version"], dir, env),
+    ]);
     for (const run of [a, b]) {
       assert.equal(run.code, 0, run.stderr);
       assert.match(run.stdout, /^llm-server \d+\.\d+\.\d+ \(build: CPU;/);

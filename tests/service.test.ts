@@ -53,13 +53,19 @@ function ensureSystemdAnalyze(): Promise<void> {
     const present = async () => (await run("systemd-analyze", ["--version"]).catch(() => null))?.code === 0;
     if (await present()) return;
     const env = { DEBIAN_FRONTEND: "noninteractive" };
-    let install = await run("apt-get", ["install", "-y", "--no-install-recommends", "systemd"], env).catch(() => null);
+    let install = await run("apt-get", ["install", "-y", "--no-install-recommends", "systemd"], env).catch(
+      () => null,
+    );
     if (install?.code !== 0) {
       await run("apt-get", ["update"], env).catch(() => null);
-      install = await run("apt-get", ["install", "-y", "--no-install-recommends", "systemd"], env).catch(() => null);
+      install = await run("apt-get", ["install", "-y", "--no-install-recommends", "systemd"], env).catch(() =>
+        null
+      );
     }
     if (!(await present())) {
-      throw new Error(`systemd-analyze is missing and apt-get could not install it: ${install?.stderr ?? "no apt-get"}`);
+      throw new Error(
+        `systemd-analyze is missing and apt-get could not install it: ${install?.stderr ?? "no apt-get"}`,
+      );
     }
   })();
   return systemdAnalyzeReady;
@@ -87,7 +93,15 @@ Deno.test("parseExecLine reads systemd command lines written by hand", () => {
     parseExecLine(`/bin/echo one "two  three" 'four "five"' six\\sseven %% $$X "a\\x41\\n" x"y z"w \\;`),
     ["/bin/echo", "one", "two  three", 'four "five"', "six seven", "%", "$X", "aA\n", "xy zw", ";"],
   );
-  for (const bad of [`/bin/echo "open`, "/bin/echo %h", "/bin/echo $HOME", "/bin/echo a ; /bin/b", "/bin/echo \\q"]) {
+  for (
+    const bad of [
+      `/bin/echo "open`,
+      "/bin/echo %h",
+      "/bin/echo $HOME",
+      "/bin/echo a ; /bin/b",
+      "/bin/echo \\q",
+    ]
+  ) {
     let failed = false;
     try {
       parseExecLine(bad);
@@ -161,23 +175,59 @@ Deno.test("install-service: relative model path made absolute, stop timeout abov
     await Deno.mkdir(`${dir}/models/tiny model`, { recursive: true });
     const envFile = `${dir}/secret.env`;
     const result = await run(Deno.execPath(), [
-      "run", "--allow-all", "--quiet", CLI,
-      "install-service", "--dry-run", "--exec", program, "--user", "llm", "--env-file", envFile,
-      "--", "--model-path=models/tiny model", "--shutdown-timeout", "100",
+      "run",
+      "--allow-all",
+      "--quiet",
+      CLI,
+      "install-service",
+      "--dry-run",
+      "--exec",
+      program,
+      "--user",
+      "llm",
+      "--env-file",
+      envFile,
+      "--",
+      "--model-path=models/tiny model",
+      "--shutdown-timeout",
+      "100",
     ], {});
     // cwd-relative resolution is checked from the temp dir below; this run resolves against the test's cwd.
     assert.deepStrictEqual(result.code, 2, "a model folder that does not exist is refused");
     assertIncludes(result.stderr, "is not a folder");
 
     const inDir = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", "--quiet", CLI, "install-service", "--dry-run", "--exec", program,
-        "--user", "llm", "--env-file", "secret.env", "--", "--model-path=models/tiny model", "--shutdown-timeout", "100"],
-      cwd: dir, stdout: "piped", stderr: "piped",
+      args: [
+        "run",
+        "--allow-all",
+        "--quiet",
+        CLI,
+        "install-service",
+        "--dry-run",
+        "--exec",
+        program,
+        "--user",
+        "llm",
+        "--env-file",
+        "secret.env",
+        "--",
+        "--model-path=models/tiny model",
+        "--shutdown-timeout",
+        "100",
+      ],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
     }).output();
     const unit = new TextDecoder().decode(inDir.stdout);
     assert.deepStrictEqual(inDir.code, 0, new TextDecoder().decode(inDir.stderr));
     const execStart = parseExecLine(unit.match(/^ExecStart=(.*)$/m)![1]);
-    assert.deepStrictEqual(execStart, [program, `--model-path=${dir}/models/tiny model`, "--shutdown-timeout", "100"]);
+    assert.deepStrictEqual(execStart, [
+      program,
+      `--model-path=${dir}/models/tiny model`,
+      "--shutdown-timeout",
+      "100",
+    ]);
     assertIncludes(unit, `ReadOnlyPaths="${dir}/models/tiny model"\n`);
     assertIncludes(unit, "TimeoutStopSec=115s\n");
     assertIncludes(unit, `EnvironmentFile=${envFile}\n`, "an explicit env file is required, not optional");
@@ -191,9 +241,15 @@ Deno.test("install-service: relative model path made absolute, stop timeout abov
 
 Deno.test("a model under /home is bound back read-only despite ProtectHome", async () => {
   const unit = renderUnit({
-    name: "llm-server", executable: "/usr/local/bin/llm-server", serverArgs: ["--model-path", "/home/ann/m:1"],
-    user: "llm-server", envFile: "/etc/llm-server/llm-server.env", envFileOptional: true,
-    modelPath: "/home/ann/m:1", shutdownTimeoutSeconds: 30, build: "CPU",
+    name: "llm-server",
+    executable: "/usr/local/bin/llm-server",
+    serverArgs: ["--model-path", "/home/ann/m:1"],
+    user: "llm-server",
+    envFile: "/etc/llm-server/llm-server.env",
+    envFileOptional: true,
+    modelPath: "/home/ann/m:1",
+    shutdownTimeoutSeconds: 30,
+    build: "CPU",
   });
   assertIncludes(unit, "ProtectHome=tmpfs\n");
   assertIncludes(unit, 'BindReadOnlyPaths="/home/ann/m\\:1"\n');
@@ -211,8 +267,18 @@ Deno.test("install-service writes and enables the unit; uninstall-service disabl
     await Deno.writeTextFile(`${dir}/llm.env`, "LLM_SERVER_API_KEY=secret\n", { mode: 0o600 });
     const env = { LLM_SERVER_SYSTEMCTL: systemctl };
     const install = await runCli([
-      "install-service", "--unit-dir", dir, "--env-file", `${dir}/llm.env`, "--exec", program,
-      "--", "--model-path", MODEL, "--chat-template", "/etc/x y.jinja",
+      "install-service",
+      "--unit-dir",
+      dir,
+      "--env-file",
+      `${dir}/llm.env`,
+      "--exec",
+      program,
+      "--",
+      "--model-path",
+      MODEL,
+      "--chat-template",
+      "/etc/x y.jinja",
     ], env);
     assert.deepStrictEqual(install.code, 0, install.stderr);
     const unitPath = `${dir}/llm-server.service`;
@@ -229,7 +295,10 @@ Deno.test("install-service writes and enables the unit; uninstall-service disabl
     await Deno.remove(calls);
     const uninstall = await runCli(["uninstall-service", "--unit-dir", dir], env);
     assert.deepStrictEqual(uninstall.code, 0, uninstall.stderr);
-    assert.deepStrictEqual(await Deno.readTextFile(calls), "disable --now llm-server.service\ndaemon-reload\n");
+    assert.deepStrictEqual(
+      await Deno.readTextFile(calls),
+      "disable --now llm-server.service\ndaemon-reload\n",
+    );
     assert.deepStrictEqual(await Deno.lstat(unitPath).then(() => true, () => false), false);
     assertIncludes(uninstall.stdout, `${dir}/llm.env`);
 
@@ -247,8 +316,14 @@ Deno.test("install-service refuses bad command lines with one clear line and exi
     [["install-service", "--", "--host", "0.0.0.0"], "--model-path"],
     [["install-service", "--bogus", "--", "--model-path", MODEL], "unknown option --bogus"],
     [["install-service", "--user", "Root Admin", "--", "--model-path", MODEL], "not a valid user name"],
-    [["install-service", "--exec", "/nonexistent/llm-server", "--", "--model-path", MODEL], "not an executable"],
-    [["install-service", "--exec", "/bin/true", "--", "--model-path", MODEL, "--shutdown-timeout", "soon"], "--shutdown-timeout"],
+    [
+      ["install-service", "--exec", "/nonexistent/llm-server", "--", "--model-path", MODEL],
+      "not an executable",
+    ],
+    [
+      ["install-service", "--exec", "/bin/true", "--", "--model-path", MODEL, "--shutdown-timeout", "soon"],
+      "--shutdown-timeout",
+    ],
   ];
   for (const [args, message] of cases) {
     const result = await runCli([...args.slice(0, 1), "--dry-run", ...args.slice(1)]);
@@ -265,4 +340,21 @@ Deno.test("--version prints the version and the build", async () => {
   assert.match(result.stdout, new RegExp(`^llm-server ${VERSION.replaceAll(".", "\\.")} \\(build: CPU;`));
   const cuda = await runCli(["--version"], { LLM_SERVER_BUILD: "CUDA" });
   assertIncludes(cuda.stdout, "build: CUDA");
+});
+
+Deno.test("deploy/llm-server.service is what install-service writes for its documented example", async () => {
+  const example = renderUnit({
+    name: "llm-server",
+    executable: "/usr/local/bin/llm-server",
+    serverArgs: ["--model-path", "/srv/models/llama-3.2-1b-instruct", "--host", "0.0.0.0", "--port", "30000"],
+    user: "llm-server",
+    envFile: "/etc/llm-server/llm-server.env",
+    envFileOptional: true,
+    modelPath: "/srv/models/llama-3.2-1b-instruct",
+    shutdownTimeoutSeconds: 30,
+    build: "CPU",
+  });
+  assert.equal(await Deno.readTextFile(`${ROOT}deploy/llm-server.service`), example);
+  const verified = await verifyUnit(example.replace("/usr/local/bin/llm-server", "/bin/true"));
+  assert.equal(verified.code, 0, verified.stderr);
 });

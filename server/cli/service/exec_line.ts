@@ -112,7 +112,9 @@ function decodeEscape(line: string, at: number): [string, number] {
     return [String.fromCodePoint(code), 2 + hexLength];
   }
   const octal = line.slice(at + 1, at + 4);
-  if (/^[0-7]{3}$/.test(octal) && parseInt(octal, 8) !== 0) return [String.fromCharCode(parseInt(octal, 8)), 4];
+  if (/^[0-7]{3}$/.test(octal) && parseInt(octal, 8) !== 0) {
+    return [String.fromCharCode(parseInt(octal, 8)), 4];
+  }
   throw new Error(`unknown escape \\${next} at ${at}`);
 }
 

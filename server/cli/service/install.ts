@@ -9,7 +9,8 @@ import {
 } from "./options.ts";
 import { isUnderHome, renderUnit } from "./unit.ts";
 
-const ENV_FILE_TEMPLATE = `# Environment of the llm-server service (read by systemd as root; keep this file mode 600).
+const ENV_FILE_TEMPLATE =
+  `# Environment of the llm-server service (read by systemd as root; keep this file mode 600).
 # LLM_SERVER_API_KEY=change-me
 `;
 
@@ -33,15 +34,19 @@ export async function installService(argv: string[]): Promise<number> {
       build: buildKind(),
     });
     if (view.serverArgs.some((arg) => arg === "--api-key" || arg.startsWith("--api-key="))) {
-      console.error(`warning: --api-key ends up in the world-readable unit file; put LLM_SERVER_API_KEY in ${envFile} instead`);
+      console.error(
+        `warning: --api-key ends up in the world-readable unit file; put LLM_SERVER_API_KEY in ${envFile} instead`,
+      );
     }
     if (options.dryRun) {
       console.log(unit);
       return 0;
     }
     if (isUnderHome(executable)) {
-      console.error(`warning: ${executable} is under a home folder, which the service cannot see (ProtectHome=);` +
-        ` copy it to /usr/local/bin and pass --exec /usr/local/bin/llm-server`);
+      console.error(
+        `warning: ${executable} is under a home folder, which the service cannot see (ProtectHome=);` +
+          ` copy it to /usr/local/bin and pass --exec /usr/local/bin/llm-server`,
+      );
     }
     if (options.envFile !== null) {
       await requireFile(options.envFile, "--env-file");
@@ -54,13 +59,17 @@ export async function installService(argv: string[]): Promise<number> {
     await systemctl("daemon-reload");
     if (options.enable) await systemctl("enable", `${options.name}.service`);
     const self = executable;
-    console.log(`${options.enable ? "Enabled" : "Installed (not enabled)"}: ${options.name}.service
+    console.log(
+      `${options.enable ? "Enabled" : "Installed (not enabled)"}: ${options.name}.service
   start:        sudo systemctl start ${options.name}
   status:       systemctl status ${options.name}
   follow logs:  journalctl -u ${options.name} -f
   secrets:      put LLM_SERVER_API_KEY=... in ${envFile} (mode 600), then sudo systemctl restart ${options.name}
-  remove:       sudo ${self} uninstall-service${options.name === "llm-server" ? "" : ` --name ${options.name}`}` +
-      `${options.unitDir === "/etc/systemd/system" ? "" : ` --unit-dir ${options.unitDir}`}`);
+  remove:       sudo ${self} uninstall-service${
+        options.name === "llm-server" ? "" : ` --name ${options.name}`
+      }` +
+        `${options.unitDir === "/etc/systemd/system" ? "" : ` --unit-dir ${options.unitDir}`}`,
+    );
     return 0;
   } catch (e) {
     return reportFailure("install-service", e);
@@ -80,7 +89,9 @@ export async function uninstallService(argv: string[]): Promise<number> {
     }
     const envFile = unit.match(/^EnvironmentFile=-?(.*)$/m)?.[1];
     if (options.dryRun) {
-      console.log(`Would run: systemctl disable --now ${unitName}; remove ${unitPath}; systemctl daemon-reload`);
+      console.log(
+        `Would run: systemctl disable --now ${unitName}; remove ${unitPath}; systemctl daemon-reload`,
+      );
       return 0;
     }
     try {
@@ -91,9 +102,11 @@ export async function uninstallService(argv: string[]): Promise<number> {
     await Deno.remove(unitPath);
     console.log(`Removed ${unitPath}`);
     await systemctl("daemon-reload");
-    console.log(`Uninstalled ${unitName}.` +
-      (envFile ? ` Kept ${envFile} (it may hold secrets: delete it yourself if unwanted).` : "") +
-      ` The unpacked runtime in /var/cache/private/llm-server can be deleted.`);
+    console.log(
+      `Uninstalled ${unitName}.` +
+        (envFile ? ` Kept ${envFile} (it may hold secrets: delete it yourself if unwanted).` : "") +
+        ` The unpacked runtime in /var/cache/private/llm-server can be deleted.`,
+    );
     return 0;
   } catch (e) {
     return reportFailure("uninstall-service", e);
@@ -117,7 +130,9 @@ async function systemctl(...args: string[]): Promise<void> {
   } catch (e) {
     throw new Error(`cannot run ${program}: ${e instanceof Error ? e.message : e}`);
   }
-  if (!status.success) throw new Error(`\`${program} ${args.join(" ")}\` failed with exit code ${status.code}`);
+  if (!status.success) {
+    throw new Error(`\`${program} ${args.join(" ")}\` failed with exit code ${status.code}`);
+  }
 }
 
 async function writeFileAtomically(path: string, text: string, mode: number): Promise<void> {

@@ -28,7 +28,9 @@ export class UsageError extends Error {}
 export function parseInstallOptions(argv: string[]): InstallOptions {
   const separator = argv.indexOf("--");
   if (separator < 0) {
-    throw new UsageError("install-service needs the server's arguments after `--`, e.g. -- --model-path /srv/model");
+    throw new UsageError(
+      "install-service needs the server's arguments after `--`, e.g. -- --model-path /srv/model",
+    );
   }
   const options: InstallOptions = {
     name: DEFAULT_UNIT_NAME,

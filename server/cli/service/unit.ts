@@ -97,7 +97,9 @@ function pathListItem(path: string): string {
 // Single-path settings take no quotes; spaces are fine, but `%` is a specifier and control characters cannot be written.
 function unitPathValue(path: string): string {
   if (!path.startsWith("/")) throw new Error(`path must be absolute: ${path}`);
-  if (/[\x00-\x1f\x7f]/.test(path)) throw new Error(`path contains a control character: ${JSON.stringify(path)}`);
+  if ([...path].some((ch) => ch.charCodeAt(0) < 0x20 || ch === "\x7f")) {
+    throw new Error(`path contains a control character: ${JSON.stringify(path)}`);
+  }
   if (/^\s|\s$/.test(path)) throw new Error(`path starts or ends with whitespace: ${JSON.stringify(path)}`);
   return path.replaceAll("%", "%%");
 }
