@@ -91,7 +91,7 @@ export function parseServerArgs(argv: string[], env: Record<string, string | und
   for (const [name, spec] of Object.entries(SPECS)) options[name] = { type: spec.kind === "bool" ? "boolean" : "string" };
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as any);
+    ({ values } = parseArgs({ args: joinNegativeValues(argv), options, strict: true, allowPositionals: false }) as any);
   } catch (e) {
     throw new ArgsError((e as Error).message.split("\n")[0]);
   }
@@ -122,11 +122,12 @@ export function parseServerArgs(argv: string[], env: Record<string, string | und
   if (memFraction !== undefined && (memFraction <= 0 || memFraction > 1)) {
     throw new ArgsError(`argument --mem-fraction-static: must be in (0, 1], got ${memFraction}`);
   }
+  const model = modelPath.replace(/\/+$/, "") || "/";
   return {
-    model_path: modelPath.replace(/\/+$/, "") || "/",
+    model_path: model,
     host: pick("host"),
     port,
-    served_model_name: get("served-model-name") ?? modelPath,
+    served_model_name: get("served-model-name") ?? model,
     context_length: pick("context-length"),
     dtype: pick("dtype"),
     load_format: pick("load-format"),
@@ -153,6 +154,19 @@ export function parseServerArgs(argv: string[], env: Record<string, string | und
     stream_interval: pick("stream-interval"),
     max_body_bytes: 64 << 20,
   };
+}
+
+/** node:util refuses `--flag -1` as ambiguous; SGLang users write it that way, so bind it as `--flag=-1`. */
+function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith("--") ? argv[i].slice(2) : "";
+    const spec = SPECS[name];
+    if (spec && spec.kind !== "bool" && /^-\d/.test(argv[i + 1] ?? "")) {
+      out.push(`${argv[i]}=${argv[++i]}`);
+    } else out.push(argv[i]);
+  }
+  return out;
 }
 
 function convert(name: string, raw: string | boolean | undefined): unknown {
