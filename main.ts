@@ -62,8 +62,10 @@ async function main(): Promise<number> {
     return 1;
   }
   const info = engine.info();
-  log(`max_total_num_tokens=${info.max_total_num_tokens}, chunked_prefill_size=${info.chunked_prefill_size}, ` +
-    `max_prefill_tokens=${info.max_prefill_tokens}, max_running_requests=${info.max_running_requests}, context_len=${info.context_len}`);
+  log(
+    `max_total_num_tokens=${info.max_total_num_tokens}, chunked_prefill_size=${info.chunked_prefill_size}, ` +
+      `max_prefill_tokens=${info.max_prefill_tokens}, max_running_requests=${info.max_running_requests}, context_len=${info.context_len}`,
+  );
   const ctx: ServerContext = {
     args,
     engine,
@@ -120,7 +122,9 @@ async function checkModelFolder(dir: string): Promise<void> {
   } catch {
     throw new ModelFolderError(`--model-path ${dir}: no such folder`);
   }
-  if (!stat.isDirectory) throw new ModelFolderError(`--model-path ${dir}: not a folder (give the model's folder)`);
+  if (!stat.isDirectory) {
+    throw new ModelFolderError(`--model-path ${dir}: not a folder (give the model's folder)`);
+  }
   for (const file of ["config.json", "tokenizer.json"]) {
     try {
       await Deno.stat(`${dir}/${file}`);

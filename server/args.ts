@@ -45,13 +45,20 @@ interface Spec {
 }
 
 const SPECS: Record<string, Spec> = {
-  "model-path": { kind: "string", help: "model folder (config.json, *.safetensors, tokenizer.json) [required]" },
+  "model-path": {
+    kind: "string",
+    help: "model folder (config.json, *.safetensors, tokenizer.json) [required]",
+  },
   "host": { kind: "string", help: "address to listen on (127.0.0.1)" },
   "port": { kind: "int", help: "port to listen on (30000)", min: 0 },
   "served-model-name": { kind: "string", help: "model name in the API (default: --model-path)" },
   "context-length": { kind: "int", help: "context length (default: from config.json)", min: 1 },
   "dtype": { kind: "string", help: "compute dtype", choices: ["auto", "float32", "bfloat16"] },
-  "load-format": { kind: "string", help: "auto: read weights; dummy: random weights", choices: ["auto", "dummy"] },
+  "load-format": {
+    kind: "string",
+    help: "auto: read weights; dummy: random weights",
+    choices: ["auto", "dummy"],
+  },
   "chat-template": { kind: "string", help: "Jinja chat template file overriding tokenizer_config.json's" },
   "random-seed": { kind: "int", help: "random seed (0)" },
   "log-level": { kind: "string", help: "log level", choices: ["debug", "info", "warning", "error"] },
@@ -69,7 +76,10 @@ const SPECS: Record<string, Spec> = {
   "enable-cache-report": { kind: "bool", help: "report usage.prompt_tokens_details.cached_tokens" },
   "enable-metrics": { kind: "bool", help: "serve Prometheus metrics at /metrics" },
   "max-queued-requests": { kind: "int", help: "refuse requests with 503 beyond this many waiting", min: 0 },
-  "stream-response-default-include-usage": { kind: "bool", help: "streams end with a usage chunk by default" },
+  "stream-response-default-include-usage": {
+    kind: "bool",
+    help: "streams end with a usage chunk by default",
+  },
   "log-requests": { kind: "bool", help: "log each request's body and result" },
   "skip-server-warmup": { kind: "bool", help: "skip the warm-up generation at start" },
   "stream-interval": { kind: "int", help: "tokens between stream chunks (1)", min: 1 },
@@ -86,12 +96,22 @@ export function helpText(): string {
 }
 
 /** Returns null when --help was asked for. */
-export function parseServerArgs(argv: string[], env: Record<string, string | undefined> = {}): ServerArgs | null {
+export function parseServerArgs(
+  argv: string[],
+  env: Record<string, string | undefined> = {},
+): ServerArgs | null {
   const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const [name, spec] of Object.entries(SPECS)) options[name] = { type: spec.kind === "bool" ? "boolean" : "string" };
+  for (const [name, spec] of Object.entries(SPECS)) {
+    options[name] = { type: spec.kind === "bool" ? "boolean" : "string" };
+  }
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: joinNegativeValues(argv), options, strict: true, allowPositionals: false }) as any);
+    ({ values } = parseArgs({
+      args: joinNegativeValues(argv),
+      options,
+      strict: true,
+      allowPositionals: false,
+    }) as any);
   } catch (e) {
     throw new ArgsError((e as Error).message.split("\n")[0]);
   }
@@ -174,18 +194,26 @@ function convert(name: string, raw: string | boolean | undefined): unknown {
   if (raw === undefined || spec.kind === "bool") return raw;
   const text = String(raw);
   if (spec.choices && !spec.choices.includes(text)) {
-    throw new ArgsError(`argument --${name}: invalid choice: '${text}' (choose from ${spec.choices.join(", ")})`);
+    throw new ArgsError(
+      `argument --${name}: invalid choice: '${text}' (choose from ${spec.choices.join(", ")})`,
+    );
   }
   if (spec.kind === "int") {
     if (!/^-?\d+$/.test(text.trim())) throw new ArgsError(`argument --${name}: invalid int value: '${text}'`);
     const n = Number(text);
-    if (spec.min !== undefined && n < spec.min) throw new ArgsError(`argument --${name}: must be >= ${spec.min}, got ${n}`);
+    if (spec.min !== undefined && n < spec.min) {
+      throw new ArgsError(`argument --${name}: must be >= ${spec.min}, got ${n}`);
+    }
     return n;
   }
   if (spec.kind === "float") {
     const n = Number(text);
-    if (text.trim() === "" || !Number.isFinite(n)) throw new ArgsError(`argument --${name}: invalid float value: '${text}'`);
-    if (spec.min !== undefined && n < spec.min) throw new ArgsError(`argument --${name}: must be >= ${spec.min}, got ${n}`);
+    if (text.trim() === "" || !Number.isFinite(n)) {
+      throw new ArgsError(`argument --${name}: invalid float value: '${text}'`);
+    }
+    if (spec.min !== undefined && n < spec.min) {
+      throw new ArgsError(`argument --${name}: must be >= ${spec.min}, got ${n}`);
+    }
     return n;
   }
   return text;

@@ -47,9 +47,13 @@ export interface Generation extends AsyncGenerator<GenerationUpdate> {
 /** Validates the prompt and submits it (throws ApiError at once), then streams its updates. */
 export function generate(ctx: ServerContext, input: GenerationInput): Generation {
   const contextLen = ctx.info.context_len;
-  if (input.inputIds.length === 0) throw badRequest("The input is empty: give text or input_ids with at least one token.");
+  if (input.inputIds.length === 0) {
+    throw badRequest("The input is empty: give text or input_ids with at least one token.");
+  }
   if (input.inputIds.length >= contextLen) {
-    throw badRequest(`The input (${input.inputIds.length} tokens) is longer than the model's context length (${contextLen} tokens).`);
+    throw badRequest(
+      `The input (${input.inputIds.length} tokens) is longer than the model's context length (${contextLen} tokens).`,
+    );
   }
   for (const id of input.inputIds) {
     if (!Number.isInteger(id) || id < 0 || id >= ctx.info.vocab_size) {
@@ -59,7 +63,10 @@ export function generate(ctx: ServerContext, input: GenerationInput): Generation
   if (ctx.live.has(input.rid)) throw badRequest(`Duplicate request ID: ${input.rid}`, "rid");
   const maxQueued = ctx.args.max_queued_requests;
   if (maxQueued !== null && ctx.engine.stats().num_queue_reqs >= maxQueued) {
-    throw new ApiError(503, `The server is busy: ${maxQueued} requests are already waiting (--max-queued-requests).`);
+    throw new ApiError(
+      503,
+      `The server is busy: ${maxQueued} requests are already waiting (--max-queued-requests).`,
+    );
   }
   const sampling = input.sampling;
   // Never ask for more tokens than the context can hold; the engine would refuse the request.
@@ -114,9 +121,19 @@ async function* run(
     skipSpecialTokens: sampling.skip_special_tokens,
   });
   const state: GenerationUpdate = {
-    delta: "", text: "", outputIds: [], newTokens: 0, finish: null, promptTokens: input.inputIds.length,
-    completionTokens: 0, cachedTokens: 0, outputLogprobs: [], outputTopLogprobs: [], inputLogprobs: [],
-    inputTopLogprobs: [], e2eLatency: 0,
+    delta: "",
+    text: "",
+    outputIds: [],
+    newTokens: 0,
+    finish: null,
+    promptTokens: input.inputIds.length,
+    completionTokens: 0,
+    cachedTokens: 0,
+    outputLogprobs: [],
+    outputTopLogprobs: [],
+    inputLogprobs: [],
+    inputTopLogprobs: [],
+    e2eLatency: 0,
   };
   let firstToken = true;
   let lastTokenAt = started;
@@ -143,7 +160,10 @@ async function* run(
       state.newTokens = event.tokens.length;
       let tokens = event.tokens;
       // A matched stop token is not part of the text unless no_stop_trim asks for it.
-      if (event.finish?.type === "stop" && typeof event.finish.matched === "number" && !sampling.no_stop_trim && tokens.length > 0) {
+      if (
+        event.finish?.type === "stop" && typeof event.finish.matched === "number" && !sampling.no_stop_trim &&
+        tokens.length > 0
+      ) {
         tokens = tokens.slice(0, -1);
       }
       const step = detok.push(tokens, event.finish !== null);
@@ -210,9 +230,12 @@ export function newRequestId(): string {
 }
 
 /** Interleaves several generations (n siblings, list prompts) as their updates arrive. */
-export async function* mergeGenerations(gens: Generation[]): AsyncGenerator<{ index: number; update: GenerationUpdate }> {
+export async function* mergeGenerations(
+  gens: Generation[],
+): AsyncGenerator<{ index: number; update: GenerationUpdate }> {
   const pending = new Map<number, Promise<{ index: number; result: IteratorResult<GenerationUpdate> }>>();
-  const pull = (index: number) => pending.set(index, gens[index].next().then((result) => ({ index, result })));
+  const pull = (index: number) =>
+    pending.set(index, gens[index].next().then((result) => ({ index, result })));
   gens.forEach((_, i) => pull(i));
   try {
     while (pending.size > 0) {

@@ -1,7 +1,9 @@
 /** Log lines in SGLang's format: `[2025-02-19 22:18:05] message`. */
 export function timestamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${
+    p(d.getMinutes())
+  }:${p(d.getSeconds())}`;
 }
 
 const LEVELS = { debug: 0, info: 1, warning: 2, error: 3 } as const;

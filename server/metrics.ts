@@ -1,6 +1,27 @@
 import type { EngineStats } from "./engine/client.ts";
 
-const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160];
+const LATENCY_BUCKETS = [
+  0.001,
+  0.005,
+  0.01,
+  0.02,
+  0.04,
+  0.06,
+  0.08,
+  0.1,
+  0.25,
+  0.5,
+  0.75,
+  1,
+  2.5,
+  5,
+  7.5,
+  10,
+  20,
+  40,
+  80,
+  160,
+];
 
 class Histogram {
   private readonly counts = new Array(LATENCY_BUCKETS.length).fill(0);
@@ -53,17 +74,45 @@ export class Metrics {
     const gauge = (name: string, help: string, value: number, type = "gauge") => {
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name}{${labels}} ${value}`);
     };
-    gauge("sglang:prompt_tokens_total", "Number of prefill tokens processed.", stats.prompt_tokens_total, "counter");
-    gauge("sglang:generation_tokens_total", "Number of generation tokens processed.", stats.generation_tokens_total, "counter");
+    gauge(
+      "sglang:prompt_tokens_total",
+      "Number of prefill tokens processed.",
+      stats.prompt_tokens_total,
+      "counter",
+    );
+    gauge(
+      "sglang:generation_tokens_total",
+      "Number of generation tokens processed.",
+      stats.generation_tokens_total,
+      "counter",
+    );
     gauge("sglang:num_requests_total", "Number of requests finished.", this.requestsTotal, "counter");
     gauge("sglang:num_running_reqs", "The number of running requests.", stats.num_running_reqs);
     gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.", stats.num_queue_reqs);
     gauge("sglang:token_usage", "The token usage.", stats.token_usage);
     gauge("sglang:cache_hit_rate", "The prefix cache hit rate.", stats.cache_hit_rate);
     gauge("sglang:gen_throughput", "The generation throughput (token/s).", stats.last_gen_throughput);
-    lines.push(...this.ttft.render("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", labels));
-    lines.push(...this.itl.render("sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", labels));
-    lines.push(...this.e2e.render("sglang:e2e_request_latency_seconds", "Histogram of end-to-end request latency in seconds", labels));
+    lines.push(
+      ...this.ttft.render(
+        "sglang:time_to_first_token_seconds",
+        "Histogram of time to first token in seconds.",
+        labels,
+      ),
+    );
+    lines.push(
+      ...this.itl.render(
+        "sglang:inter_token_latency_seconds",
+        "Histogram of inter-token latency in seconds.",
+        labels,
+      ),
+    );
+    lines.push(
+      ...this.e2e.render(
+        "sglang:e2e_request_latency_seconds",
+        "Histogram of end-to-end request latency in seconds",
+        labels,
+      ),
+    );
     return lines.join("\n") + "\n";
   }
 }

@@ -18,7 +18,12 @@ import { handleGenerate } from "./native/generate.ts";
 import { handleChat } from "./openai/chat.ts";
 import { handleCompletions } from "./openai/completions.ts";
 
-type Handler = (ctx: ServerContext, body: unknown, req: Request, params: string[]) => Response | Promise<Response>;
+type Handler = (
+  ctx: ServerContext,
+  body: unknown,
+  req: Request,
+  params: string[],
+) => Response | Promise<Response>;
 
 interface Route {
   methods: string[];
@@ -40,7 +45,12 @@ const ROUTES: Route[] = [
   route(["POST"], "/v1/chat/completions", true, (ctx, body, req) => handleChat(ctx, body, req.signal)),
   route(["POST"], "/v1/completions", true, (ctx, body, req) => handleCompletions(ctx, body, req.signal)),
   route(["GET"], "/v1/models", false, (ctx) => handleModels(ctx)),
-  route(["GET"], /^\/v1\/models\/(.+)$/, false, (ctx, _b, _r, p) => handleModel(ctx, decodeURIComponent(p[0]))),
+  route(
+    ["GET"],
+    /^\/v1\/models\/(.+)$/,
+    false,
+    (ctx, _b, _r, p) => handleModel(ctx, decodeURIComponent(p[0])),
+  ),
   route(["GET"], "/get_model_info", false, (ctx) => handleModelInfo(ctx)),
   route(["GET"], "/get_server_info", false, (ctx) => handleServerInfo(ctx)),
   route(["GET", "POST"], "/health", false, (ctx) => handleHealth(ctx)),
@@ -62,9 +72,16 @@ const CORS_HEADERS = {
 };
 
 const REASONS: Record<number, string> = {
-  200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-  405: "Method Not Allowed", 413: "Request Entity Too Large", 499: "Client Closed Request",
-  500: "Internal Server Error", 503: "Service Unavailable",
+  200: "OK",
+  204: "No Content",
+  400: "Bad Request",
+  401: "Unauthorized",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  413: "Request Entity Too Large",
+  499: "Client Closed Request",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
 };
 
 export function makeHandler(ctx: ServerContext) {
@@ -81,7 +98,11 @@ export function makeHandler(ctx: ServerContext) {
     for (const [k, v] of Object.entries(CORS_HEADERS)) response.headers.set(k, v);
     const addr = info?.remoteAddr as Deno.NetAddr | undefined;
     const client = addr ? `${addr.hostname}:${addr.port}` : "-";
-    log(`INFO:     ${client} - "${req.method} ${url.pathname}${url.search} HTTP/1.1" ${response.status} ${REASONS[response.status] ?? ""}`.trimEnd());
+    log(
+      `INFO:     ${client} - "${req.method} ${url.pathname}${url.search} HTTP/1.1" ${response.status} ${
+        REASONS[response.status] ?? ""
+      }`.trimEnd(),
+    );
     return response;
   };
 }
@@ -98,7 +119,9 @@ async function dispatch(ctx: ServerContext, req: Request, url: URL): Promise<Res
     if (ctx.args.api_key !== null && !OPEN_PATHS.has(path)) checkApiKey(req, ctx.args.api_key);
     if (!ctx.ready && r.body) throw new ApiError(503, "The server is starting; try again in a moment.");
     const body = r.body ? await readJsonBody(req, ctx.args.max_body_bytes) : undefined;
-    if (ctx.args.log_requests && r.body) log(`Receive: ${req.method} ${path} ${JSON.stringify(body).slice(0, 2048)}`);
+    if (ctx.args.log_requests && r.body) {
+      log(`Receive: ${req.method} ${path} ${JSON.stringify(body).slice(0, 2048)}`);
+    }
     return await r.handler(ctx, body, req, m.slice(1));
   }
   if (allowedHere) throw new ApiError(405, `Method ${req.method} is not allowed on ${path}`);
@@ -108,7 +131,9 @@ async function dispatch(ctx: ServerContext, req: Request, url: URL): Promise<Res
 function checkApiKey(req: Request, key: string): void {
   const header = req.headers.get("authorization") ?? "";
   const given = header.startsWith("Bearer ") ? header.slice(7).trim() : "";
-  if (!constantTimeEqual(given, key)) throw new ApiError(401, "Unauthorized: a valid API key is required (Authorization: Bearer KEY).");
+  if (!constantTimeEqual(given, key)) {
+    throw new ApiError(401, "Unauthorized: a valid API key is required (Authorization: Bearer KEY).");
+  }
 }
 
 /** Compares without an early exit so response time does not reveal how much of the key matched. */
@@ -116,13 +141,17 @@ export function constantTimeEqual(a: string, b: string): boolean {
   const x = new TextEncoder().encode(a);
   const y = new TextEncoder().encode(b);
   let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i % (x.length || 1)] ?? 0) ^ (y[i % (y.length || 1)] ?? 0);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    diff |= (x[i % (x.length || 1)] ?? 0) ^ (y[i % (y.length || 1)] ?? 0);
+  }
   return diff === 0;
 }
 
 async function readJsonBody(req: Request, limit: number): Promise<unknown> {
   const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > limit) throw new ApiError(413, `The request body (${declared} bytes) is over the limit of ${limit} bytes.`);
+  if (declared > limit) {
+    throw new ApiError(413, `The request body (${declared} bytes) is over the limit of ${limit} bytes.`);
+  }
   const chunks: Uint8Array[] = [];
   let size = 0;
   if (req.body) {

@@ -36,6 +36,11 @@ export function sseResponse(payloads: AsyncGenerator<unknown>, headers: HeadersI
   });
   return new Response(body, {
     status: 200,
-    headers: { ...headers, "content-type": "text/event-stream", "cache-control": "no-cache", "connection": "keep-alive" },
+    headers: {
+      ...headers,
+      "content-type": "text/event-stream",
+      "cache-control": "no-cache",
+      "connection": "keep-alive",
+    },
   });
 }

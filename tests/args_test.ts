@@ -4,17 +4,46 @@ import { REPO_ROOT } from "./helpers.ts";
 
 Deno.test("args: SGLang defaults and engine config", () => {
   const a = parseServerArgs(["--model-path", "/m/x/"])!;
-  assertEquals([a.host, a.port, a.served_model_name, a.max_prefill_tokens, a.chunked_prefill_size], ["127.0.0.1", 30000, "/m/x", 16384, 8192]);
+  assertEquals([a.host, a.port, a.served_model_name, a.max_prefill_tokens, a.chunked_prefill_size], [
+    "127.0.0.1",
+    30000,
+    "/m/x",
+    16384,
+    8192,
+  ]);
   assertEquals(a.decode_log_interval, 40);
-  const b = parseServerArgs(["--model-path", "m", "--chunked-prefill-size", "-1", "--disable-radix-cache", "--schedule-policy", "lpm", "--dtype", "float32"])!;
+  const b = parseServerArgs([
+    "--model-path",
+    "m",
+    "--chunked-prefill-size",
+    "-1",
+    "--disable-radix-cache",
+    "--schedule-policy",
+    "lpm",
+    "--dtype",
+    "float32",
+  ])!;
   const cfg = engineConfig(b);
-  assertEquals([cfg.chunked_prefill_size, cfg.disable_radix_cache, cfg.schedule_policy, cfg.dtype], [-1, true, "lpm", "float32"]);
+  assertEquals([cfg.chunked_prefill_size, cfg.disable_radix_cache, cfg.schedule_policy, cfg.dtype], [
+    -1,
+    true,
+    "lpm",
+    "float32",
+  ]);
   assertEquals(parseServerArgs(["--model-path", "m"], { LLM_SERVER_API_KEY: "k" })!.api_key, "k");
   assertEquals(parseServerArgs(["--help"]), null);
 });
 
 Deno.test("args: bad input is an ArgsError naming the flag", () => {
-  for (const argv of [["--model-path", "m", "--bogus"], ["--model-path", "m", "--port", "x"], ["--model-path", "m", "--dtype", "fp8"], [], ["--model-path", "m", "--mem-fraction-static", "2"]]) {
+  for (
+    const argv of [
+      ["--model-path", "m", "--bogus"],
+      ["--model-path", "m", "--port", "x"],
+      ["--model-path", "m", "--dtype", "fp8"],
+      [],
+      ["--model-path", "m", "--mem-fraction-static", "2"],
+    ]
+  ) {
     const e = assertThrows(() => parseServerArgs(argv), ArgsError);
     assert(e.message.length > 0);
   }

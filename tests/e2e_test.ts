@@ -47,7 +47,10 @@ async function startServer(modelDir: string, extra: string[] = []): Promise<Runn
   };
   const deadline = Date.now() + 180_000;
   while (!log.includes("The server is fired up and ready to roll!")) {
-    const exited = await Promise.race([child.status.then(() => true), new Promise((r) => setTimeout(() => r(false), 200))]);
+    const exited = await Promise.race([
+      child.status.then(() => true),
+      new Promise((r) => setTimeout(() => r(false), 200)),
+    ]);
     if (exited || Date.now() > deadline) {
       const out = await stop();
       throw new Error(`server did not start:\n${out.slice(-3000)}`);
@@ -69,7 +72,10 @@ Deno.test({
     try {
       const cases = await golden(STORIES);
       const first = cases[0];
-      const body = { input_ids: first.prompt_ids, sampling_params: { temperature: 0, max_new_tokens: first.max_new_tokens } };
+      const body = {
+        input_ids: first.prompt_ids,
+        sampling_params: { temperature: 0, max_new_tokens: first.max_new_tokens },
+      };
       const r = await (await postJson(`${server.url}/generate`, body)).json();
       assertEquals(r.text, first.output_text);
       assertEquals(r.output_ids, first.output_ids);
@@ -80,18 +86,30 @@ Deno.test({
       for (const e of events.slice(0, -1) as any[]) printed += e.text.slice(printed.length);
       assertEquals(printed, first.output_text);
       for (const c of cases.slice(1)) {
-        const g = await (await postJson(`${server.url}/generate`, { text: c.prompt, sampling_params: { temperature: 0, max_new_tokens: c.max_new_tokens } })).json();
+        const g = await (await postJson(`${server.url}/generate`, {
+          text: c.prompt,
+          sampling_params: { temperature: 0, max_new_tokens: c.max_new_tokens },
+        })).json();
         assertEquals(g.output_ids, c.output_ids, c.prompt);
         assertEquals(g.text, c.output_text);
       }
       const again = await (await postJson(`${server.url}/generate`, body)).json();
-      assert(again.meta_info.cached_tokens > 0 || again.meta_info.prompt_tokens === 1, JSON.stringify(again.meta_info));
-      const chat = await postJson(`${server.url}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }] });
+      assert(
+        again.meta_info.cached_tokens > 0 || again.meta_info.prompt_tokens === 1,
+        JSON.stringify(again.meta_info),
+      );
+      const chat = await postJson(`${server.url}/v1/chat/completions`, {
+        messages: [{ role: "user", content: "hi" }],
+      });
       assertEquals(chat.status, 400);
       await chat.body?.cancel();
     } finally {
       const log = await server.stop();
-      assert(/\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] INFO: {5}127\.0\.0\.1:\d+ - "POST \/generate HTTP\/1\.1" 200 OK/.test(log), log.slice(-2000));
+      assert(
+        /\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] INFO: {5}127\.0\.0\.1:\d+ - "POST \/generate HTTP\/1\.1" 200 OK/
+          .test(log),
+        log.slice(-2000),
+      );
     }
   },
 });
@@ -105,7 +123,10 @@ Deno.test({
     try {
       const cases = await golden(TINY);
       for (const c of cases) {
-        const body = { input_ids: c.prompt_ids, sampling_params: { temperature: 0, max_new_tokens: c.output_ids.length, ignore_eos: true } };
+        const body = {
+          input_ids: c.prompt_ids,
+          sampling_params: { temperature: 0, max_new_tokens: c.output_ids.length, ignore_eos: true },
+        };
         const r = await (await postJson(`${server.url}/generate`, body)).json();
         assertEquals(r.output_ids, c.output_ids, JSON.stringify(c.messages ?? c.text));
       }

@@ -17,14 +17,21 @@ import { Status } from "../server/engine/ffi.ts";
 export class FakeEngine implements EngineLike {
   readonly submitted: EngineRequest[] = [];
   readonly aborted: number[] = [];
-  private readonly running = new Map<number, { req: EngineRequest; queue: EventQueue<EngineEvent>; produced: number }>();
+  private readonly running = new Map<
+    number,
+    { req: EngineRequest; queue: EventQueue<EngineEvent>; produced: number }
+  >();
   private nextId = 1;
   private timer: ReturnType<typeof setInterval> | null = null;
   private promptTotal = 0;
   private generatedTotal = 0;
   private readonly seenPrompts = new Set<string>();
 
-  constructor(private readonly script: number[], private readonly infoOverride: Partial<EngineInfo> = {}, private readonly stepMs = 1) {}
+  constructor(
+    private readonly script: number[],
+    private readonly infoOverride: Partial<EngineInfo> = {},
+    private readonly stepMs = 1,
+  ) {}
 
   info(): EngineInfo {
     return {
@@ -127,7 +134,12 @@ export class FakeEngine implements EngineLike {
     this.seenPrompts.add(JSON.stringify(r.req.input_ids));
   }
 
-  private event(id: number, r: { req: EngineRequest; produced: number }, tokens: number[], finish: EngineEvent["finish"]): EngineEvent {
+  private event(
+    id: number,
+    r: { req: EngineRequest; produced: number },
+    tokens: number[],
+    finish: EngineEvent["finish"],
+  ): EngineEvent {
     const key = JSON.stringify(r.req.input_ids);
     const e: EngineEvent = {
       id,
@@ -139,7 +151,9 @@ export class FakeEngine implements EngineLike {
     };
     if (r.req.return_logprob) {
       e.logprobs = tokens.map(() => -0.5);
-      e.top_logprobs = tokens.map((t) => Array.from({ length: r.req.top_logprobs_num }, (_, i) => [t + i, -0.5 - i] as [number, number]));
+      e.top_logprobs = tokens.map((t) =>
+        Array.from({ length: r.req.top_logprobs_num }, (_, i) => [t + i, -0.5 - i] as [number, number])
+      );
     }
     return e;
   }

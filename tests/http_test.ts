@@ -7,7 +7,11 @@ const tok = await loadTokenizer(TINY);
 const ANSWER = " Paris is the capital. It is 🙂 big.";
 const SCRIPT = [...tok.encode(ANSWER, false), 128009];
 
-async function withServer(fn: (s: Awaited<ReturnType<typeof startTestServer>>, e: FakeEngine) => Promise<void>, extra: string[] = [], info = {}) {
+async function withServer(
+  fn: (s: Awaited<ReturnType<typeof startTestServer>>, e: FakeEngine) => Promise<void>,
+  extra: string[] = [],
+  info = {},
+) {
   const engine = new FakeEngine(SCRIPT, info);
   const s = await startTestServer(engine, TINY, extra);
   try {
@@ -21,7 +25,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("/generate: plain and streamed (cumulative text, finish_reason null until the end, [DONE])", () =>
   withServer(async ({ url }, engine) => {
-    const body = { text: "The capital of France is", sampling_params: { temperature: 0, max_new_tokens: 32 } };
+    const body = {
+      text: "The capital of France is",
+      sampling_params: { temperature: 0, max_new_tokens: 32 },
+    };
     const r = await (await postJson(`${url}/generate`, body)).json();
     assertEquals(r.text, ANSWER);
     assertEquals(r.output_ids, SCRIPT);
@@ -45,9 +52,14 @@ Deno.test("/generate: plain and streamed (cumulative text, finish_reason null un
     assertEquals(printed, ANSWER);
     assertEquals(objs.at(-1).meta_info.cached_tokens > 0, true);
 
-    const len = await (await postJson(`${url}/generate`, { input_ids: [1, 2, 3], sampling_params: { max_new_tokens: 3 } })).json();
+    const len = await (await postJson(`${url}/generate`, {
+      input_ids: [1, 2, 3],
+      sampling_params: { max_new_tokens: 3 },
+    })).json();
     assertEquals(len.meta_info.finish_reason, { type: "length", length: 3 });
-    const batch = await (await postJson(`${url}/generate`, { text: ["a", "b"], sampling_params: { max_new_tokens: 2 } })).json();
+    const batch =
+      await (await postJson(`${url}/generate`, { text: ["a", "b"], sampling_params: { max_new_tokens: 2 } }))
+        .json();
     assertEquals(batch.length, 2);
   }));
 
@@ -59,7 +71,10 @@ Deno.test("/generate: stop string ends the text, aborts the engine request, neve
     assertEquals(events.at(-1).text, " Paris is the ");
     assertEquals(events.at(-1).meta_info.finish_reason, { type: "stop", matched: "capital" });
     assertEquals(engine.aborted.length, 1);
-    const kept = await (await postJson(`${url}/generate`, { text: "x", sampling_params: { stop: "capital", no_stop_trim: true } })).json();
+    const kept = await (await postJson(`${url}/generate`, {
+      text: "x",
+      sampling_params: { stop: "capital", no_stop_trim: true },
+    })).json();
     assertEquals(kept.text, " Paris is the capital");
   }));
 
@@ -68,13 +83,25 @@ Deno.test("/v1/chat/completions: plain, streamed chunk order, usage, logprobs", 
     const messages = [{ role: "user", content: "What is the capital of France?" }];
     const r = await (await postJson(`${url}/v1/chat/completions`, { messages, max_tokens: 64 })).json();
     assertEquals(r.object, "chat.completion");
-    assertEquals(r.choices[0].message, { role: "assistant", content: ANSWER, reasoning_content: null, tool_calls: null });
+    assertEquals(r.choices[0].message, {
+      role: "assistant",
+      content: ANSWER,
+      reasoning_content: null,
+      tool_calls: null,
+    });
     assertEquals([r.choices[0].finish_reason, r.choices[0].matched_stop], ["stop", 128009]);
     assertEquals(r.usage.prompt_tokens, 42);
     assertEquals(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
     assertEquals(r.usage.prompt_tokens_details, null);
 
-    const body = { messages, max_tokens: 64, stream: true, stream_options: { include_usage: true }, logprobs: true, top_logprobs: 2 };
+    const body = {
+      messages,
+      max_tokens: 64,
+      stream: true,
+      stream_options: { include_usage: true },
+      logprobs: true,
+      top_logprobs: 2,
+    };
     const events = await readSse(await postJson(`${url}/v1/chat/completions`, body));
     assertEquals(events.at(-1), "[DONE]");
     const chunks = events.slice(0, -1) as any[];
@@ -101,16 +128,35 @@ Deno.test("official openai client: chat plain and streamed give the same text", 
     const messages = [{ role: "user" as const, content: "List 3 countries and their capitals." }];
     const models = await client.models.list();
     assertEquals(models.data[0].id, TINY);
-    const plain = await client.chat.completions.create({ model: TINY, messages, temperature: 0, max_tokens: 64 });
+    const plain = await client.chat.completions.create({
+      model: TINY,
+      messages,
+      temperature: 0,
+      max_tokens: 64,
+    });
     const parts: string[] = [];
     const finishes: string[] = [];
-    for await (const chunk of await client.chat.completions.create({ model: TINY, messages, temperature: 0, max_tokens: 64, stream: true })) {
+    for await (
+      const chunk of await client.chat.completions.create({
+        model: TINY,
+        messages,
+        temperature: 0,
+        max_tokens: 64,
+        stream: true,
+      })
+    ) {
       if (chunk.choices[0]?.delta?.content) parts.push(chunk.choices[0].delta.content);
       if (chunk.choices[0]?.finish_reason) finishes.push(chunk.choices[0].finish_reason);
     }
     assertEquals(parts.join(""), plain.choices[0].message.content);
     assertEquals(finishes, ["stop"]);
-    const comp = await client.completions.create({ model: TINY, prompt: "Hello", max_tokens: 5, echo: true, logprobs: 1 });
+    const comp = await client.completions.create({
+      model: TINY,
+      prompt: "Hello",
+      max_tokens: 5,
+      echo: true,
+      logprobs: 1,
+    });
     assertEquals(comp.choices[0].text.startsWith("<|begin_of_text|>Hello"), true);
     assertEquals(comp.choices[0].finish_reason, "length");
   }));
@@ -121,16 +167,26 @@ Deno.test("errors: SGLang bodies, 400 on bad JSON/types/ranges, 404, context ove
     assertEquals(bad.status, 400);
     const e = await bad.json();
     assertEquals([e.object, e.type, e.param, e.code], ["error", "BadRequestError", null, 400]);
-    for (const [path, body, needle] of [
-      ["/generate", { text: "x", sampling_params: { temperature: "hot" } }, "temperature"],
-      ["/generate", { text: "x", sampling_params: { top_p: 0 } }, "top_p"],
-      ["/generate", { text: "x", sampling_params: { repetition_penalty: 3 } }, "repetition_penalty"],
-      ["/generate", { text: 5 }, "text"],
-      ["/v1/chat/completions", { messages: [] }, "messages"],
-      ["/v1/chat/completions", { messages: [{ role: "user", content: "x" }], max_tokens: -1 }, "max_tokens"],
-      ["/v1/completions", { prompt: {} }, "prompt"],
-      ["/generate", { input_ids: Array(300).fill(5) }, "The input (300 tokens) is longer than the model's context length (256 tokens)."],
-    ] as [string, unknown, string][]) {
+    for (
+      const [path, body, needle] of [
+        ["/generate", { text: "x", sampling_params: { temperature: "hot" } }, "temperature"],
+        ["/generate", { text: "x", sampling_params: { top_p: 0 } }, "top_p"],
+        ["/generate", { text: "x", sampling_params: { repetition_penalty: 3 } }, "repetition_penalty"],
+        ["/generate", { text: 5 }, "text"],
+        ["/v1/chat/completions", { messages: [] }, "messages"],
+        [
+          "/v1/chat/completions",
+          { messages: [{ role: "user", content: "x" }], max_tokens: -1 },
+          "max_tokens",
+        ],
+        ["/v1/completions", { prompt: {} }, "prompt"],
+        [
+          "/generate",
+          { input_ids: Array(300).fill(5) },
+          "The input (300 tokens) is longer than the model's context length (256 tokens).",
+        ],
+      ] as [string, unknown, string][]
+    ) {
       const r = await postJson(`${url}${path}`, body);
       const j = await r.json();
       assertEquals(r.status, 400, `${path} ${JSON.stringify(body)}`);
@@ -145,26 +201,36 @@ Deno.test("errors: SGLang bodies, 400 on bad JSON/types/ranges, 404, context ove
   }));
 
 Deno.test("client disconnect aborts the engine request (stream and non-stream)", () =>
-  withServer(async ({ url }, engine) => {
-    for (const stream of [true, false]) {
-      const before = engine.aborted.length;
-      const ac = new AbortController();
-      const body = JSON.stringify({ text: "y", sampling_params: { max_new_tokens: 100000, ignore_eos: true }, stream });
-      const pending = fetch(`${url}/generate`, { method: "POST", body, signal: ac.signal }).catch(() => null);
-      if (stream) {
-        const res = await pending;
-        await res!.body!.getReader().read();
-      } else {
-        while (engine.runningCount === 0) await sleep(5);
+  withServer(
+    async ({ url }, engine) => {
+      for (const stream of [true, false]) {
+        const before = engine.aborted.length;
+        const ac = new AbortController();
+        const body = JSON.stringify({
+          text: "y",
+          sampling_params: { max_new_tokens: 100000, ignore_eos: true },
+          stream,
+        });
+        const pending = fetch(`${url}/generate`, { method: "POST", body, signal: ac.signal }).catch(() =>
+          null
+        );
+        if (stream) {
+          const res = await pending;
+          await res!.body!.getReader().read();
+        } else {
+          while (engine.runningCount === 0) await sleep(5);
+        }
+        assertEquals(engine.runningCount, 1);
+        ac.abort();
+        await pending;
+        for (let i = 0; i < 200 && engine.aborted.length === before; i++) await sleep(10);
+        assertEquals(engine.aborted.length, before + 1, `stream=${stream}: no abort reached the engine`);
+        assertEquals(engine.runningCount, 0);
       }
-      assertEquals(engine.runningCount, 1);
-      ac.abort();
-      await pending;
-      for (let i = 0; i < 200 && engine.aborted.length === before; i++) await sleep(10);
-      assertEquals(engine.aborted.length, before + 1, `stream=${stream}: no abort reached the engine`);
-      assertEquals(engine.runningCount, 0);
-    }
-  }, [], { context_len: 1 << 20 }));
+    },
+    [],
+    { context_len: 1 << 20 },
+  ));
 
 Deno.test("admin: api key, health, model info, server info, flush, metrics, tokenize, CORS", () =>
   withServer(async ({ url, ctx }) => {
@@ -177,7 +243,10 @@ Deno.test("admin: api key, health, model info, server info, flush, metrics, toke
     await ok.body?.cancel();
     assertEquals((await fetch(`${url}/health`)).status, 200);
     ctx.ready = false;
-    assertEquals((await fetch(`${url}/health_generate`).then(async (r) => (await r.body?.cancel(), r.status))), 503);
+    assertEquals(
+      await fetch(`${url}/health_generate`).then(async (r) => (await r.body?.cancel(), r.status)),
+      503,
+    );
     ctx.ready = true;
     const opt = await fetch(`${url}/v1/models`, { method: "OPTIONS" });
     assertEquals(opt.headers.get("access-control-allow-origin"), "*");
@@ -204,7 +273,11 @@ Deno.test("admin: api key, health, model info, server info, flush, metrics, toke
 
 Deno.test("n siblings, --enable-cache-report, completions list prompt", () =>
   withServer(async ({ url }) => {
-    const r = await (await postJson(`${url}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], n: 2, max_tokens: 3 })).json();
+    const r = await (await postJson(`${url}/v1/chat/completions`, {
+      messages: [{ role: "user", content: "hi" }],
+      n: 2,
+      max_tokens: 3,
+    })).json();
     assertEquals(r.choices.map((c: any) => c.index), [0, 1]);
     assertEquals(r.usage.completion_tokens, 6);
     assertEquals(typeof r.usage.prompt_tokens_details.cached_tokens, "number");
@@ -215,12 +288,18 @@ Deno.test("n siblings, --enable-cache-report, completions list prompt", () =>
 
 Deno.test("a model without a chat template answers chat requests with a 400 saying so", async () => {
   const { STORIES } = await import("./helpers.ts");
-  const s = await startTestServer(new FakeEngine([5, 6, 7], { vocab_size: 512, context_len: 512, bos_token_id: 1, eos_token_ids: [2] }), STORIES);
+  const s = await startTestServer(
+    new FakeEngine([5, 6, 7], { vocab_size: 512, context_len: 512, bos_token_id: 1, eos_token_ids: [2] }),
+    STORIES,
+  );
   try {
     const r = await postJson(`${s.url}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }] });
     assertEquals(r.status, 400);
     assert((await r.json()).message.includes("no chat template"));
-    const g = await (await postJson(`${s.url}/generate`, { text: "Once upon a time", sampling_params: { max_new_tokens: 2 } })).json();
+    const g = await (await postJson(`${s.url}/generate`, {
+      text: "Once upon a time",
+      sampling_params: { max_new_tokens: 2 },
+    })).json();
     assertEquals(g.meta_info.prompt_tokens, 5);
   } finally {
     await s.close();

@@ -41,7 +41,7 @@ Deno.test("stories260K: prompts tokenize as golden, no chat template, chat reque
 Deno.test("detokenizer: token-by-token output equals the full decode and never shows U+FFFD", async () => {
   for (const dir of [TINY, STORIES]) {
     const tok = await loadTokenizer(dir);
-    const text = "Say hi in Français, 日本語 and emoji 🙂👋.\nLily's mom said, \"hi\"";
+    const text = 'Say hi in Français, 日本語 and emoji 🙂👋.\nLily\'s mom said, "hi"';
     const ids = tok.encode(text, false);
     const detok = new Detokenizer(tok);
     let streamed = "";

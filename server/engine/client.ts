@@ -156,12 +156,21 @@ export class Engine implements EngineLike {
     try {
       lib = openLibrary(libraryPath);
     } catch (e) {
-      throw new EngineError(Status.LOAD, `cannot open the engine library ${libraryPath}: ${(e as Error).message}`);
+      throw new EngineError(
+        Status.LOAD,
+        `cannot open the engine library ${libraryPath}: ${(e as Error).message}`,
+      );
     }
     const configBytes = encoder.encode(JSON.stringify(config));
     const out = new BigUint64Array(1);
     const err = new Uint8Array(4096);
-    const status = await lib.symbols.llm_engine_create(configBytes, BigInt(configBytes.length), out, err, BigInt(err.length));
+    const status = await lib.symbols.llm_engine_create(
+      configBytes,
+      BigInt(configBytes.length),
+      out,
+      err,
+      BigInt(err.length),
+    );
     const handle = Deno.UnsafePointer.create(out[0]);
     if (status !== Status.OK || handle === null) {
       const end = err.indexOf(0);
@@ -175,7 +184,9 @@ export class Engine implements EngineLike {
   }
 
   info(): EngineInfo {
-    this.cachedInfo ??= this.readJson((buf, cap, w) => this.lib.symbols.llm_engine_info(this.handle, buf, cap, w));
+    this.cachedInfo ??= this.readJson((buf, cap, w) =>
+      this.lib.symbols.llm_engine_info(this.handle, buf, cap, w)
+    );
     return this.cachedInfo!;
   }
 
@@ -243,7 +254,9 @@ export class Engine implements EngineLike {
         continue;
       }
       this.check(status);
-      const records = JSON.parse(decoder.decode(this.drainBuffer.subarray(0, Number(this.written[0])))) as EngineEvent[];
+      const records = JSON.parse(
+        decoder.decode(this.drainBuffer.subarray(0, Number(this.written[0]))),
+      ) as EngineEvent[];
       if (records.length === 0) return;
       for (const event of records) this.route(event);
     }
@@ -275,7 +288,9 @@ export class Engine implements EngineLike {
 
   private check(status: number): void {
     if (status === Status.OK) return;
-    const len = Number(this.lib.symbols.llm_engine_last_error(this.handle, this.errorBuffer, BigInt(this.errorBuffer.length)));
+    const len = Number(
+      this.lib.symbols.llm_engine_last_error(this.handle, this.errorBuffer, BigInt(this.errorBuffer.length)),
+    );
     const end = Math.min(len, this.errorBuffer.length - 1);
     const message = decoder.decode(this.errorBuffer.subarray(0, end)) || `engine status ${status}`;
     throw new EngineError(status, message);

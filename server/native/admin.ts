@@ -13,7 +13,9 @@ export const VERSION = "0.1.0";
 export async function handleHealth(ctx: ServerContext, timeoutMs = 20000): Promise<Response> {
   if (!ctx.ready) return new Response("The server is starting.", { status: 503 });
   const ok = await oneTokenGeneration(ctx, timeoutMs);
-  return ok ? new Response(null, { status: 200 }) : new Response("The engine did not generate a token in time.", { status: 503 });
+  return ok
+    ? new Response(null, { status: 200 })
+    : new Response("The engine did not generate a token in time.", { status: 503 });
 }
 
 export async function oneTokenGeneration(ctx: ServerContext, timeoutMs: number): Promise<boolean> {
@@ -22,7 +24,14 @@ export async function oneTokenGeneration(ctx: ServerContext, timeoutMs: number):
   try {
     gen = generate(ctx, {
       inputIds: [first],
-      sampling: { ...SAMPLING_DEFAULTS, max_new_tokens: 1, temperature: 0, stop: [], stop_token_ids: [], logit_bias: {} },
+      sampling: {
+        ...SAMPLING_DEFAULTS,
+        max_new_tokens: 1,
+        temperature: 0,
+        stop: [],
+        stop_token_ids: [],
+        logit_bias: {},
+      },
       rid: `HEALTH_CHECK_${newRequestId()}`,
     });
   } catch {
@@ -115,7 +124,10 @@ export function handleFlushCache(ctx: ServerContext): Response {
     }
     throw e;
   }
-  return new Response("Cache flushed.\nPlease check backend logs for more details. (When there are running or waiting requests, the operation will not be performed.)\n", { status: 200 });
+  return new Response(
+    "Cache flushed.\nPlease check backend logs for more details. (When there are running or waiting requests, the operation will not be performed.)\n",
+    { status: 200 },
+  );
 }
 
 export function handleAbortRequest(ctx: ServerContext, rawBody: unknown): Response {
@@ -133,7 +145,9 @@ export function handleAbortRequest(ctx: ServerContext, rawBody: unknown): Respon
 }
 
 export function handleMetrics(ctx: ServerContext): Response {
-  if (!ctx.args.enable_metrics) throw new ApiError(404, "Metrics are off; start the server with --enable-metrics.");
+  if (!ctx.args.enable_metrics) {
+    throw new ApiError(404, "Metrics are off; start the server with --enable-metrics.");
+  }
   return new Response(ctx.metrics.render(ctx.args.served_model_name, ctx.engine.stats()), {
     headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
   });
@@ -165,5 +179,8 @@ export function handleDetokenize(ctx: ServerContext, rawBody: unknown): Response
   if (Array.isArray(tokens) && tokens.every(valid)) {
     return Response.json({ text: (tokens as number[][]).map((t) => ctx.tokenizer.decode(t, skip)) });
   }
-  throw badRequest(`tokens must be a list of token ids in [0, ${ctx.info.vocab_size}) or a list of such lists`, "tokens");
+  throw badRequest(
+    `tokens must be a list of token ids in [0, ${ctx.info.vocab_size}) or a list of such lists`,
+    "tokens",
+  );
 }

@@ -18,11 +18,20 @@ interface LogprobOptions {
 }
 
 /** POST /generate: SGLang's native API; a list input gives a list output. */
-export async function handleGenerate(ctx: ServerContext, rawBody: unknown, signal: AbortSignal): Promise<Response> {
+export async function handleGenerate(
+  ctx: ServerContext,
+  rawBody: unknown,
+  signal: AbortSignal,
+): Promise<Response> {
   const body = requireObject(rawBody);
   const hasText = body.text !== undefined && body.text !== null;
   const hasIds = body.input_ids !== undefined && body.input_ids !== null;
-  if (hasText === hasIds) throw badRequest("Either text or input_ids should be provided (exactly one).", hasText ? "text" : "input_ids");
+  if (hasText === hasIds) {
+    throw badRequest(
+      "Either text or input_ids should be provided (exactly one).",
+      hasText ? "text" : "input_ids",
+    );
+  }
   let prompts: number[][];
   let batched: boolean;
   if (hasText) {
@@ -35,8 +44,12 @@ export async function handleGenerate(ctx: ServerContext, rawBody: unknown, signa
     const ids = body.input_ids;
     const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isInteger(x));
     if (isIds(ids) && ids.length > 0) [prompts, batched] = [[ids], false];
-    else if (Array.isArray(ids) && ids.length > 0 && ids.every(isIds)) [prompts, batched] = [ids as number[][], true];
-    else throw badRequest("input_ids must be a list of token ids or a non-empty list of such lists", "input_ids");
+    else if (Array.isArray(ids) && ids.length > 0 && ids.every(isIds)) {
+      [prompts, batched] = [ids as number[][], true];
+    } else {throw badRequest(
+        "input_ids must be a list of token ids or a non-empty list of such lists",
+        "input_ids",
+      );}
   }
   const sampling = parseSamplingParams(body.sampling_params, ctx.info.vocab_size);
   const stream = optionalBool(body, "stream") ?? false;
@@ -89,8 +102,12 @@ export async function handleGenerate(ctx: ServerContext, rawBody: unknown, signa
 
 function parseRids(rid: unknown, count: number): string[] {
   if (rid === undefined || rid === null) return Array.from({ length: count }, () => newRequestId());
-  if (typeof rid === "string") return count === 1 ? [rid] : Array.from({ length: count }, (_, i) => `${rid}_${i}`);
-  if (Array.isArray(rid) && rid.length === count && rid.every((r) => typeof r === "string")) return rid as string[];
+  if (typeof rid === "string") {
+    return count === 1 ? [rid] : Array.from({ length: count }, (_, i) => `${rid}_${i}`);
+  }
+  if (Array.isArray(rid) && rid.length === count && rid.every((r) => typeof r === "string")) {
+    return rid as string[];
+  }
   throw badRequest(`rid must be a string or a list of ${count} strings`, "rid");
 }
 
@@ -112,7 +129,10 @@ function nativeOutput(ctx: ServerContext, item: NativeItem, u: GenerationUpdate,
     meta.output_token_logprobs = u.outputIds.map((id, i) => triple(u.outputLogprobs[i] ?? null, id));
     if (lp.topLogprobsNum > 0) {
       const tops = (list: [number, number][] | undefined) => (list ?? []).map(([id, v]) => triple(v, id));
-      meta.input_top_logprobs = inputIds.map((_, i) => (u.inputTopLogprobs[i] ? tops(u.inputTopLogprobs[i]) : null));
+      meta.input_top_logprobs = inputIds.map((
+        _,
+        i,
+      ) => (u.inputTopLogprobs[i] ? tops(u.inputTopLogprobs[i]) : null));
       meta.output_top_logprobs = u.outputIds.map((_, i) => tops(u.outputTopLogprobs[i]));
     }
   }

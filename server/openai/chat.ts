@@ -25,9 +25,13 @@ interface ChatRequest {
 
 function parseChat(body: Record<string, unknown>): ChatRequest {
   const messages = body.messages;
-  if (!Array.isArray(messages) || messages.length === 0) throw badRequest("messages must be a non-empty list", "messages");
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw badRequest("messages must be a non-empty list", "messages");
+  }
   messages.forEach((m, i) => {
-    if (m === null || typeof m !== "object" || Array.isArray(m)) throw badRequest(`messages[${i}] must be an object`, "messages");
+    if (m === null || typeof m !== "object" || Array.isArray(m)) {
+      throw badRequest(`messages[${i}] must be an object`, "messages");
+    }
     if (typeof m.role !== "string") throw badRequest(`messages[${i}].role must be a string`, "messages");
     const c = m.content;
     if (c !== undefined && c !== null && typeof c !== "string" && !Array.isArray(c)) {
@@ -36,7 +40,9 @@ function parseChat(body: Record<string, unknown>): ChatRequest {
   });
   const logprobs = optionalBool(body, "logprobs") ?? false;
   const topLogprobs = optionalInt(body, "top_logprobs", 0, 20) ?? 0;
-  if (topLogprobs > 0 && !logprobs) throw badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
+  if (topLogprobs > 0 && !logprobs) {
+    throw badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
+  }
   if (body.rid !== undefined && typeof body.rid !== "string") throw badRequest("rid must be a string", "rid");
   return {
     messages: messages as ChatMessage[],
@@ -47,7 +53,11 @@ function parseChat(body: Record<string, unknown>): ChatRequest {
   };
 }
 
-export async function handleChat(ctx: ServerContext, rawBody: unknown, signal: AbortSignal): Promise<Response> {
+export async function handleChat(
+  ctx: ServerContext,
+  rawBody: unknown,
+  signal: AbortSignal,
+): Promise<Response> {
   const body = requireObject(rawBody);
   const common = parseCommon(ctx, body, ["max_tokens", "max_completion_tokens"]);
   const chat = parseChat(body);
@@ -106,13 +116,20 @@ export async function handleChat(ctx: ServerContext, rawBody: unknown, signal: A
     const latest: GenerationUpdate[] = [];
     const usageNow = () => usageOf(ctx, latest.filter(Boolean), 1);
     for (let i = 0; i < n; i++) {
-      yield chunk([{ index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }]);
+      yield chunk([{
+        index: i,
+        delta: { role: "assistant", content: "" },
+        logprobs: null,
+        finish_reason: null,
+      }]);
     }
     let logprobsSent = new Array(n).fill(0);
     for await (const { index, update } of mergeGenerations(gens)) {
       latest[index] = update;
       const extra = common.continuousUsage ? usageNow() : undefined;
-      const newLogprobs = chat.logprobs ? logprobEntries(ctx, update, logprobsSent[index], update.outputLogprobs.length) : [];
+      const newLogprobs = chat.logprobs
+        ? logprobEntries(ctx, update, logprobsSent[index], update.outputLogprobs.length)
+        : [];
       logprobsSent[index] = update.outputLogprobs.length;
       if (update.delta.length > 0 || newLogprobs.length > 0) {
         yield chunk([{
@@ -152,4 +169,3 @@ function logprobEntries(ctx: ServerContext, u: GenerationUpdate, from: number, t
   }
   return out;
 }
-

@@ -3,28 +3,47 @@ import { badRequest } from "../errors.ts";
 import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
 import { sseResponse } from "../sse.ts";
 import { lastOf } from "./chat.ts";
-import { finishReasonName, matchedStop, optionalBool, optionalInt, parseCommon, requireObject, unixNow, usageOf } from "./protocol.ts";
+import {
+  finishReasonName,
+  matchedStop,
+  optionalBool,
+  optionalInt,
+  parseCommon,
+  requireObject,
+  unixNow,
+  usageOf,
+} from "./protocol.ts";
 
 /** prompt as OpenAI allows it: a string, strings, token ids, or lists of token ids. */
 export function parsePrompts(ctx: ServerContext, prompt: unknown): number[][] {
-  const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t));
+  const isIds = (v: unknown): v is number[] =>
+    Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t));
   if (typeof prompt === "string") return [ctx.tokenizer.encode(prompt)];
   if (isIds(prompt)) return [prompt];
   if (Array.isArray(prompt) && prompt.length > 0) {
     if (prompt.every((p) => typeof p === "string")) return prompt.map((p) => ctx.tokenizer.encode(p));
     if (prompt.every(isIds)) return prompt as number[][];
   }
-  throw badRequest("prompt must be a string, a list of strings, a list of token ids or a list of such lists", "prompt");
+  throw badRequest(
+    "prompt must be a string, a list of strings, a list of token ids or a list of such lists",
+    "prompt",
+  );
 }
 
-export async function handleCompletions(ctx: ServerContext, rawBody: unknown, signal: AbortSignal): Promise<Response> {
+export async function handleCompletions(
+  ctx: ServerContext,
+  rawBody: unknown,
+  signal: AbortSignal,
+): Promise<Response> {
   const body = requireObject(rawBody);
   const common = parseCommon(ctx, body, ["max_tokens"]);
   if (body.max_tokens === undefined || body.max_tokens === null) common.sampling.max_new_tokens = 16;
   const prompts = parsePrompts(ctx, body.prompt);
   const echo = optionalBool(body, "echo") ?? false;
   const logprobs = optionalInt(body, "logprobs", 0, 20);
-  if (body.suffix !== undefined && body.suffix !== null) throw badRequest("suffix is not supported", "suffix");
+  if (body.suffix !== undefined && body.suffix !== null) {
+    throw badRequest("suffix is not supported", "suffix");
+  }
   if (body.rid !== undefined && typeof body.rid !== "string") throw badRequest("rid must be a string", "rid");
   const id = (body.rid as string | undefined) ?? newRequestId();
   const n = common.sampling.n;
@@ -62,7 +81,9 @@ export async function handleCompletions(ctx: ServerContext, rawBody: unknown, si
         choices: finals.map((u, index) => ({
           index,
           text: echoText(index) + u.text,
-          logprobs: logprobs === undefined ? null : completionLogprobs(ctx, u, echo ? promptOf(index) : [], 0),
+          logprobs: logprobs === undefined
+            ? null
+            : completionLogprobs(ctx, u, echo ? promptOf(index) : [], 0),
           finish_reason: finishReasonName(u.finish!),
           matched_stop: matchedStop(u.finish!),
         })),
@@ -87,7 +108,9 @@ export async function handleCompletions(ctx: ServerContext, rawBody: unknown, si
     for await (const { index, update } of mergeGenerations(gens)) {
       latest[index] = update;
       const prefix = echo && !echoed[index] ? echoText(index) : "";
-      const lp = logprobs === undefined ? null : completionLogprobs(ctx, update, echoed[index] || !echo ? [] : promptOf(index), sent[index]);
+      const lp = logprobs === undefined
+        ? null
+        : completionLogprobs(ctx, update, echoed[index] || !echo ? [] : promptOf(index), sent[index]);
       echoed[index] = true;
       sent[index] = update.outputLogprobs.length;
       const usage = common.continuousUsage ? usageOf(ctx, latest.filter(Boolean), 1) : undefined;
@@ -122,9 +145,13 @@ function completionLogprobs(ctx: ServerContext, u: GenerationUpdate, promptIds: 
     tokenLogprobs.push(lp);
     offsets.push(offset);
     offset += t.length;
-    top.push(topList ? Object.fromEntries(topList.map(([tid, v]) => [ctx.tokenizer.tokenText(tid), v])) : null);
+    top.push(
+      topList ? Object.fromEntries(topList.map(([tid, v]) => [ctx.tokenizer.tokenText(tid), v])) : null,
+    );
   };
   promptIds.forEach((id, i) => add(id, u.inputLogprobs[i] ?? null, u.inputTopLogprobs[i]));
-  for (let i = from; i < u.outputLogprobs.length; i++) add(u.outputIds[i], u.outputLogprobs[i], u.outputTopLogprobs[i]);
+  for (let i = from; i < u.outputLogprobs.length; i++) {
+    add(u.outputIds[i], u.outputLogprobs[i], u.outputTopLogprobs[i]);
+  }
   return { text_offset: offsets, token_logprobs: tokenLogprobs, tokens, top_logprobs: top };
 }

@@ -14,7 +14,9 @@ export interface OpenAICommon {
 }
 
 export function requireObject(body: unknown): Record<string, unknown> {
-  if (body === null || typeof body !== "object" || Array.isArray(body)) throw badRequest("The request body must be a JSON object.");
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw badRequest("The request body must be a JSON object.");
+  }
   return body as Record<string, unknown>;
 }
 
@@ -25,15 +27,26 @@ export function optionalBool(body: Record<string, unknown>, key: string): boolea
   return v;
 }
 
-export function optionalInt(body: Record<string, unknown>, key: string, min: number, max = Infinity): number | undefined {
+export function optionalInt(
+  body: Record<string, unknown>,
+  key: string,
+  min: number,
+  max = Infinity,
+): number | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v)) throw badRequest(`${key} must be an integer, got ${JSON.stringify(v)}`, key);
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw badRequest(`${key} must be an integer, got ${JSON.stringify(v)}`, key);
+  }
   if (v < min || v > max) throw badRequest(`${key} must be in [${min}, ${max}], got ${v}`, key);
   return v;
 }
 
-export function parseCommon(ctx: ServerContext, body: Record<string, unknown>, maxTokensKeys: string[]): OpenAICommon {
+export function parseCommon(
+  ctx: ServerContext,
+  body: Record<string, unknown>,
+  maxTokensKeys: string[],
+): OpenAICommon {
   if (body.model !== undefined && body.model !== null && typeof body.model !== "string") {
     throw badRequest(`model must be a string, got ${JSON.stringify(body.model)}`, "model");
   }
@@ -42,7 +55,9 @@ export function parseCommon(ctx: ServerContext, body: Record<string, unknown>, m
   let continuousUsage = false;
   const so = body.stream_options;
   if (so !== undefined && so !== null) {
-    if (typeof so !== "object" || Array.isArray(so)) throw badRequest("stream_options must be an object", "stream_options");
+    if (typeof so !== "object" || Array.isArray(so)) {
+      throw badRequest("stream_options must be an object", "stream_options");
+    }
     if (!stream) throw badRequest("stream_options is only allowed when stream is true", "stream_options");
     includeUsage = optionalBool(so as Record<string, unknown>, "include_usage") ?? includeUsage;
     continuousUsage = optionalBool(so as Record<string, unknown>, "continuous_usage_stats") ?? false;
@@ -82,7 +97,9 @@ export function parseCommon(ctx: ServerContext, body: Record<string, unknown>, m
     throw e;
   }
   if (maxTokens === undefined) sampling.max_new_tokens = Math.max(1, ctx.info.context_len - 1);
-  if (body.best_of !== undefined && body.best_of !== null && body.best_of !== sampling.n && body.best_of !== 1) {
+  if (
+    body.best_of !== undefined && body.best_of !== null && body.best_of !== sampling.n && body.best_of !== 1
+  ) {
     throw badRequest("best_of is not supported", "best_of");
   }
   return {
@@ -143,7 +160,12 @@ export function unixNow(): number {
 const utf8 = new TextEncoder();
 
 /** One chat logprob entry (OpenAI format) from a token id and its logprob/top list. */
-export function chatLogprobEntry(ctx: ServerContext, id: number, logprob: number, top: [number, number][] | undefined) {
+export function chatLogprobEntry(
+  ctx: ServerContext,
+  id: number,
+  logprob: number,
+  top: [number, number][] | undefined,
+) {
   const token = ctx.tokenizer.tokenText(id);
   return {
     token,

@@ -10,7 +10,10 @@ export interface ChatMessage {
 
 /** Renders chat messages the way transformers' apply_chat_template does. */
 export class ChatTemplate {
-  private constructor(private readonly template: Template | null, private readonly tokenizer: TextTokenizer) {}
+  private constructor(
+    private readonly template: Template | null,
+    private readonly tokenizer: TextTokenizer,
+  ) {}
 
   static async load(tokenizer: TextTokenizer, overrideFile?: string): Promise<ChatTemplate> {
     let source: string | null = null;
@@ -61,7 +64,10 @@ export class ChatTemplate {
   }
 
   /** Token ids of a rendered chat; the template supplies BOS itself, so the post-processor must not add another. */
-  encode(messages: ChatMessage[], options: { addGenerationPrompt?: boolean; tools?: unknown } = {}): number[] {
+  encode(
+    messages: ChatMessage[],
+    options: { addGenerationPrompt?: boolean; tools?: unknown } = {},
+  ): number[] {
     return this.tokenizer.encode(this.render(messages, options), false);
   }
 }
@@ -77,7 +83,9 @@ function pickTemplate(value: unknown): string | null {
 
 function specialName(value: unknown): string {
   if (typeof value === "string") return value;
-  if (value && typeof value === "object" && typeof (value as any).content === "string") return (value as any).content;
+  if (value && typeof value === "object" && typeof (value as any).content === "string") {
+    return (value as any).content;
+  }
   return "";
 }
 
@@ -87,7 +95,12 @@ function normalizeContent(m: ChatMessage): ChatMessage {
   const text = m.content
     .map((part: any) => {
       if (part?.type === "text" && typeof part.text === "string") return part.text;
-      throw new ApiError(400, `Unsupported content part type: ${JSON.stringify(part?.type)}`, "BadRequestError", "messages");
+      throw new ApiError(
+        400,
+        `Unsupported content part type: ${JSON.stringify(part?.type)}`,
+        "BadRequestError",
+        "messages",
+      );
     })
     .join("");
   return { ...m, content: text };

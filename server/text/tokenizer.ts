@@ -34,7 +34,9 @@ export class TextTokenizer {
     try {
       inner = new Tokenizer(tokenizerJson, config);
     } catch (e) {
-      throw new ModelFolderError(`${modelDir}/tokenizer.json: cannot build the tokenizer: ${(e as Error).message}`);
+      throw new ModelFolderError(
+        `${modelDir}/tokenizer.json: cannot build the tokenizer: ${(e as Error).message}`,
+      );
     }
     const eos = new Set<number>();
     for (const source of [modelConfig.eos_token_id, generation.eos_token_id]) {
@@ -60,7 +62,10 @@ export class TextTokenizer {
 
   decode(ids: number[], skipSpecialTokens = true): string {
     if (ids.length === 0) return "";
-    return this.inner.decode(ids, { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+    return this.inner.decode(ids, {
+      skip_special_tokens: skipSpecialTokens,
+      clean_up_tokenization_spaces: false,
+    });
   }
 
   idToToken(id: number): string | undefined {
