@@ -1,4 +1,5 @@
 /** llm-server: parse args → open the engine → Deno.serve(router) → drain on SIGTERM. */
+import { runCliCommand } from "./server/cli/commands.ts";
 import { ArgsError, engineConfig, helpText, parseServerArgs, ServerArgs } from "./server/args.ts";
 import type { ServerContext } from "./server/context.ts";
 import { Engine } from "./server/engine/client.ts";
@@ -12,6 +13,9 @@ import { ChatTemplate } from "./server/text/chat_template.ts";
 import { TextTokenizer } from "./server/text/tokenizer.ts";
 
 async function main(): Promise<number> {
+  // Subcommands (--version, install-service, ...) first: in the single-file build this also sets LLM_ENGINE_LIB.
+  const cliExit = await runCliCommand(Deno.args);
+  if (cliExit !== null) return cliExit;
   let args: ServerArgs | null;
   try {
     args = parseServerArgs(Deno.args, Deno.env.toObject());
