@@ -16,8 +16,8 @@ impl Rope {
         let half = head_dim / 2;
         // HF forms the angle as a float32 product, then takes cos/sin of it.
         let (cos, sin): (Vec<f32>, Vec<f32>) = self.inv_freq.iter().map(|&f| {
-            let angle = pos as f32 * f;
-            (angle.cos(), angle.sin())
+            let angle = pos as f64 * f as f64;
+            (angle.cos() as f32, angle.sin() as f32)
         }).unzip();
         for head in x.chunks_exact_mut(head_dim) {
             let (a, b) = head.split_at_mut(half);
