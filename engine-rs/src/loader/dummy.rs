@@ -34,16 +34,20 @@ impl DummyWeights {
         let dtype = self.dtype;
         bytes.par_chunks_mut(ROWS_PER_STREAM * cols * es).enumerate().for_each(|(chunk, out)| {
             let mut s = splitmix(base.wrapping_add(chunk as u64)) | 1;
-            for e in out.chunks_exact_mut(es) {
+            // One xorshift step feeds four elements (16 random bits each is plenty for weights).
+            for group in out.chunks_mut(4 * es) {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
-                let v = (2.0 * u - 1.0) * half_width;
-                match dtype {
-                    DType::F32 => e.copy_from_slice(&v.to_le_bytes()),
-                    DType::BF16 => e.copy_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
-                    DType::F16 => e.copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
+                for (j, e) in group.chunks_exact_mut(es).enumerate() {
+                    let u = ((s >> (16 * j)) & 0xFFFF) as f32 * (1.0 / 65536.0);
+                    let v = (2.0 * u - 1.0) * half_width;
+                    match dtype {
+                        DType::F32 => e.copy_from_slice(&v.to_le_bytes()),
+                        // Truncation is fine here: these are random numbers, not data to preserve.
+                        DType::BF16 => e.copy_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes()),
+                        DType::F16 => e.copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
+                    }
                 }
             }
         });
