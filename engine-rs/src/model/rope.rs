@@ -8,7 +8,17 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(config: &ModelConfig) -> Rope {
-        Rope { inv_freq: config.rope_inv_freq() }
+        // HF transformers keeps inv_freq in a float buffer that is cast with the model: a checkpoint
+        // whose torch_dtype is bfloat16 runs with bf16-rounded frequencies even when upcast to
+        // float32 afterwards. The goldens come from that path, so we reproduce it (the change is
+        // well inside bf16 noise, and exact f32 checkpoints keep exact frequencies).
+        let round_to_bf16 = config.torch_dtype == "bfloat16";
+        let inv_freq = config
+            .rope_inv_freq()
+            .into_iter()
+            .map(|f| if round_to_bf16 { half::bf16::from_f32(f).to_f32() } else { f })
+            .collect();
+        Rope { inv_freq }
     }
 
     /// Rotates every head (`head_dim` floats each) of one token's vector `x` to position `pos`.
