@@ -77,9 +77,11 @@ pub fn run(mut runner: Runner, rx: Receiver<Command>, shared: Arc<Shared>) {
                 Command::Flush(reply) => {
                     let res = if runner.sched.is_idle() {
                         let s = &mut runner.sched;
-                        s.tree.reset(&mut s.pool).map(|_| {
-                            integrity = s.check_integrity();
-                        })
+                        let res = s.tree.reset(&mut s.pool);
+                        integrity = s.check_integrity();
+                        // Stats first, so a caller sees the empty pool once flush returns.
+                        update_stats(&shared, &runner, &integrity);
+                        res
                     } else {
                         Err("Cache not flushed because there are pending requests.".to_string())
                     };
