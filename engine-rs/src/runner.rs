@@ -64,7 +64,7 @@ impl Runner {
         }
         if self.plan.decode_seqs > 0 {
             self.decode_steps += 1;
-            if self.decode_steps % self.decode_log_interval == 0 {
+            if self.decode_steps.is_multiple_of(self.decode_log_interval) {
                 self.log_decode();
             }
         }
@@ -72,11 +72,18 @@ impl Runner {
         true
     }
 
-    /// Nothing was runnable although requests wait: the queue head can never be admitted
-    /// (its prompt alone exceeds what the pool can ever hold), so it is refused rather than
-    /// retried forever.
+    /// Nothing was runnable although requests wait. Alone, the queue head can never be admitted
+    /// (its prompt exceeds what the pool can hold) and is refused rather than retried forever;
+    /// with partially prefilled requests stuck on memory, the newest one gives its pages back.
     fn unstick(&mut self) {
-        if self.sched.running.is_empty() {
+        let live = self.sched.running.iter().filter(|r| !r.is_done()).count();
+        if live > 1 {
+            self.sched.retract_newest_for_progress();
+        } else if live == 1 {
+            if let Some(r) = self.sched.running.iter_mut().find(|r| !r.is_done()) {
+                r.pending.finish = Some(Finish::Abort("The request does not fit in the KV cache pool.".into()));
+            }
+        } else if self.sched.running.is_empty() {
             if let Some(r) = self.sched.waiting.front_mut() {
                 r.pending.finish = Some(Finish::Abort("The request does not fit in the KV cache pool.".into()));
             }
@@ -159,7 +166,7 @@ impl Runner {
             let last = &seq_logits[(rows - 1) * vocab..rows * vocab];
             let suppress: &[u32] = if r.generated() < r.sampling.params.min_new_tokens { &r.stop_ids } else { &[] };
             let top = if r.return_logprob { r.top_logprobs_num } else { 0 };
-            let s = self.sampler.sample(last, &mut r.sampling, suppress, top);
+            let s = self.sampler.sample(last, &mut r.sampling, suppress, r.return_logprob, top);
             r.tokens.push(s.token);
             r.sampling.observe(s.token);
             r.pending.tokens.push(s.token);

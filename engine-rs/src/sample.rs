@@ -165,8 +165,16 @@ pub struct Sampler {
 
 impl Sampler {
     /// Samples one token. `suppress` lists ids masked this step (EOS/stop before min_new_tokens).
-    /// `top_n` > 0 also returns that many top logprobs.
-    pub fn sample(&mut self, raw: &[f32], st: &mut SamplingState, suppress: &[u32], top_n: usize) -> Sampled {
+    /// `top_n` > 0 also returns that many top logprobs; without `want_logprob` the logprob is NaN
+    /// (the log-softmax pass is skipped).
+    pub fn sample(
+        &mut self,
+        raw: &[f32],
+        st: &mut SamplingState,
+        suppress: &[u32],
+        want_logprob: bool,
+        top_n: usize,
+    ) -> Sampled {
         let edited = !st.bias.is_empty() || !suppress.is_empty() || st.params.has_penalties();
         let logits: &[f32] = if edited {
             self.work.clear();
@@ -181,6 +189,9 @@ impl Sampler {
         } else {
             draw(logits, &st.params, &mut st.rng, &mut self.order, &mut self.weights)
         };
+        if !want_logprob {
+            return Sampled { token, logprob: f32::NAN, top: Vec::new() };
+        }
         let lse = log_sum_exp(logits);
         let top = if top_n > 0 { top_logprobs(logits, lse, top_n, &mut self.order) } else { Vec::new() };
         Sampled { token, logprob: logits[token as usize] - lse, top }
@@ -324,7 +335,7 @@ mod tests {
     fn greedy_takes_argmax_and_reports_logprob() {
         let logits = [0.0, 3.0, 1.0, -1.0];
         let mut st = state(SamplingParams { temperature: 0.0, ..Default::default() }, 1);
-        let s = Sampler::default().sample(&logits, &mut st, &[], 2);
+        let s = Sampler::default().sample(&logits, &mut st, &[], true, 2);
         assert_eq!(s.token, 1);
         let lse = log_sum_exp(&logits);
         assert!((s.logprob - (3.0 - lse)).abs() < 1e-6);
@@ -338,8 +349,8 @@ mod tests {
         bias.insert("3".to_string(), 10.0);
         let mut st = state(SamplingParams { temperature: 0.0, logit_bias: bias, ..Default::default() }, 1);
         let mut sampler = Sampler::default();
-        assert_eq!(sampler.sample(&logits, &mut st, &[], 0).token, 3);
-        assert_eq!(sampler.sample(&logits, &mut st, &[3], 0).token, 1);
+        assert_eq!(sampler.sample(&logits, &mut st, &[], false, 0).token, 3);
+        assert_eq!(sampler.sample(&logits, &mut st, &[3], false, 0).token, 1);
     }
 
     #[test]
@@ -349,7 +360,7 @@ mod tests {
         let run = |seed| {
             let mut st = state(params.clone(), seed);
             let mut s = Sampler::default();
-            (0..200).map(|_| s.sample(&logits, &mut st, &[], 0).token).collect::<Vec<_>>()
+            (0..200).map(|_| s.sample(&logits, &mut st, &[], false, 0).token).collect::<Vec<_>>()
         };
         let a = run(7);
         assert_eq!(a, run(7));
@@ -367,7 +378,7 @@ mod tests {
         let logits = [0.5, 2.0, 1.9, 0.0];
         let mut st = state(SamplingParams { temperature: 1.0, top_p: 0.01, ..Default::default() }, 3);
         let mut s = Sampler::default();
-        assert!((0..100).all(|_| s.sample(&logits, &mut st, &[], 0).token == 1));
+        assert!((0..100).all(|_| s.sample(&logits, &mut st, &[], false, 0).token == 1));
     }
 
     #[test]
@@ -375,9 +386,9 @@ mod tests {
         let logits = [0.0, 1.0, 0.9, 0.0];
         let mut st = state(SamplingParams { temperature: 0.0, frequency_penalty: 1.0, ..Default::default() }, 3);
         let mut s = Sampler::default();
-        let first = s.sample(&logits, &mut st, &[], 0).token;
+        let first = s.sample(&logits, &mut st, &[], false, 0).token;
         st.observe(first);
-        let second = s.sample(&logits, &mut st, &[], 0).token;
+        let second = s.sample(&logits, &mut st, &[], false, 0).token;
         assert_eq!((first, second), (1, 2));
     }
 

@@ -103,7 +103,7 @@ pub fn run(mut runner: Runner, rx: Receiver<Command>, shared: Arc<Shared>) {
             steps += 1;
         }
         let now_idle = runner.sched.is_idle();
-        if (was_busy && now_idle) || steps % INTEGRITY_EVERY_STEPS == 0 && was_busy {
+        if was_busy && (now_idle || steps.is_multiple_of(INTEGRITY_EVERY_STEPS)) {
             integrity = runner.sched.check_integrity();
             if let Err(e) = &integrity {
                 eprintln!("[{}] KV integrity check failed: {e}", crate::sched::log::timestamp());

@@ -181,6 +181,16 @@ impl Scheduler {
         ((decoded + 20 * self.running.len()) as f32 / max_new as f32).min(1.0)
     }
 
+    /// Used when no request could make progress: frees the newest request's pages.
+    pub fn retract_newest_for_progress(&mut self) {
+        self.retract_newest();
+        self.num_retractions += 1;
+        self.log.warn(&format!(
+            "KV cache pool is full. Retract requests. #retracted_reqs: 1, #new_token_ratio: {:.4}",
+            self.new_token_ratio
+        ));
+    }
+
     fn retract_newest(&mut self) {
         let mut r = self.running.pop().expect("retract with running requests");
         self.release(&mut r);
@@ -265,7 +275,7 @@ impl Scheduler {
             .map(|r| (tree.peek_prefix_len(&r.tokens[..r.cacheable_prefix()]), r))
             .collect();
         // Stable: equal prefixes keep arrival order.
-        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        keyed.sort_by_key(|k| std::cmp::Reverse(k.0));
         self.waiting.extend(keyed.into_iter().map(|(_, r)| r));
     }
 

@@ -92,7 +92,7 @@ pub fn options(f: impl FnOnce(&mut EngineOptions)) -> EngineOptions {
     let mut o = EngineOptions {
         max_total_tokens: Some(20_000),
         random_seed: Some(42),
-        log_level: "warning".into(),
+        log_level: std::env::var("LLM_TEST_LOG_LEVEL").unwrap_or_else(|_| "warning".into()),
         ..Default::default()
     };
     f(&mut o);
