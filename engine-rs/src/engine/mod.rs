@@ -62,10 +62,15 @@ pub struct LoadRequest {
     pub seed: u64,
 }
 
-/// TEMPORARY until the model loader is merged: the lead replaces this body with
-/// `crate::model::load_model(&crate::model::LoadOptions { model_path, load_format, dtype, threads, seed })`.
-fn load_model_not_merged(_req: &LoadRequest) -> Result<Box<dyn Model>, String> {
-    Err("model loading not merged yet".into())
+/// Loads the model through the loader (`crate::model::load_model`).
+fn load_model(req: &LoadRequest) -> Result<Box<dyn Model>, String> {
+    crate::model::load_model(&crate::model::LoadOptions {
+        model_path: req.model_path.clone().into(),
+        load_format: req.load_format.clone(),
+        dtype: req.dtype.clone(),
+        threads: req.threads,
+        seed: req.seed,
+    })
 }
 
 struct Limits {
@@ -97,7 +102,7 @@ impl Engine {
             threads: opts.threads,
             seed: opts.random_seed.unwrap_or(0),
         };
-        let model = load_model_not_merged(&req).map_err(|e| EngineError::new(status::LOAD, e))?;
+        let model = load_model(&req).map_err(|e| EngineError::new(status::LOAD, e))?;
         Engine::with_model(model, opts)
     }
 
