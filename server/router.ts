@@ -94,7 +94,9 @@ export function makeHandler(ctx: ServerContext) {
       response = await dispatch(ctx, req, url);
     } catch (e) {
       const err = e instanceof ApiError ? e : engineToApi(e);
-      if (err.status >= 500) log(`Error on ${req.method} ${url.pathname}: ${err.message}`, "error");
+      if (err.status >= 500 && err.status !== 503) {
+        log(`Error on ${req.method} ${url.pathname}: ${err.message}`, "error");
+      }
       response = Response.json(errorBody(err), { status: err.status });
     }
     for (const [k, v] of Object.entries(CORS_HEADERS)) response.headers.set(k, v);
