@@ -63,7 +63,7 @@ if [ -n "${DENORT_BIN:-}" ]; then
   fi
   [ "$build" = CPU ] || log "note: deno compile builds report the build from LLM_SERVER_BUILD at run time"
   log "deno compile with DENORT_BIN=$DENORT_BIN"
-  DENORT_BIN="$DENORT_BIN" "$DENO" compile --allow-all --quiet --no-check \
+  DENORT_BIN="$DENORT_BIN" "$DENO" compile --allow-all --quiet --unstable-no-legacy-abort --no-check \
     --include "target/release/libllm_engine.so" --output "$partial" "$entry"
 else
   stage="$ROOT/target/llm-server-compile"

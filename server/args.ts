@@ -30,6 +30,7 @@ export interface ServerArgs {
   log_requests: boolean;
   skip_server_warmup: boolean;
   stream_interval: number;
+  shutdown_timeout: number;
   max_body_bytes: number;
 }
 
@@ -83,6 +84,11 @@ const SPECS: Record<string, Spec> = {
   "log-requests": { kind: "bool", help: "log each request's body and result" },
   "skip-server-warmup": { kind: "bool", help: "skip the warm-up generation at start" },
   "stream-interval": { kind: "int", help: "tokens between stream chunks (1)", min: 1 },
+  "shutdown-timeout": {
+    kind: "float",
+    help: "seconds running requests get to finish on SIGTERM/SIGINT before they are aborted (30)",
+    min: 0,
+  },
   "help": { kind: "bool", help: "show this help and exit" },
 };
 
@@ -132,6 +138,7 @@ export function parseServerArgs(
     "schedule-policy": "fcfs",
     "decode-log-interval": 40,
     "stream-interval": 1,
+    "shutdown-timeout": 30,
   } as Record<string, unknown>;
   const pick = (name: string): any => get(name) ?? defaults[name] ?? null;
   const port = pick("port");
@@ -172,6 +179,7 @@ export function parseServerArgs(
     log_requests: values["log-requests"] === true,
     skip_server_warmup: values["skip-server-warmup"] === true,
     stream_interval: pick("stream-interval"),
+    shutdown_timeout: pick("shutdown-timeout"),
     max_body_bytes: 64 << 20,
   };
 }

@@ -4,6 +4,7 @@ import { EngineError, EngineFinish, EngineStream } from "./engine/client.ts";
 import { Status } from "./engine/ffi.ts";
 import { Detokenizer } from "./text/detokenizer.ts";
 import { SamplingParams, toEngineSampling } from "./sampling.ts";
+import { log } from "./log.ts";
 
 export type FinishReason =
   | { type: "length"; length: number }
@@ -39,6 +40,15 @@ export interface GenerationUpdate {
   e2eLatency: number;
 }
 
+/** A request the engine holds: what /abort_request, /get_load and shutdown need to know about it. */
+export interface LiveRequest {
+  /** With a reason, the request finishes as {type: "abort", message: reason}. */
+  abort: (reason?: string) => void;
+  promptTokens: number;
+  /** Whether the engine has sent anything for it yet (until then it counts as waiting). */
+  prefilled: boolean;
+}
+
 /** A running generation: iterate it for updates; cancel() aborts it whether or not iteration started. */
 export interface Generation extends AsyncGenerator<GenerationUpdate> {
   cancel(): void;
@@ -61,6 +71,9 @@ export function generate(ctx: ServerContext, input: GenerationInput): Generation
     }
   }
   if (ctx.live.has(input.rid)) throw badRequest(`Duplicate request ID: ${input.rid}`, "rid");
+  if (ctx.stopping) {
+    throw new ApiError(503, "The server is shutting down; send the request to another server.");
+  }
   const maxQueued = ctx.args.max_queued_requests;
   if (maxQueued !== null && ctx.engine.stats().num_queue_reqs >= maxQueued) {
     throw new ApiError(
@@ -89,18 +102,29 @@ export function generate(ctx: ServerContext, input: GenerationInput): Generation
   } catch (e) {
     throw engineToApi(e);
   }
+  if (ctx.args.log_requests) {
+    log(
+      `Receive: rid=${input.rid}, input_ids=${JSON.stringify(input.inputIds)}, sampling_params=${
+        JSON.stringify(sampling)
+      }`,
+    );
+  }
   let done = false;
-  const abort = () => {
+  // Set when the server (not the engine or the client) ends the request, so the finish reason says why.
+  const control = { abortReason: null as string | null };
+  const abort = (reason?: string) => {
     if (done) return;
     done = true;
+    if (reason !== undefined) control.abortReason = reason;
     try {
       ctx.engine.abort(stream.id);
     } catch { /* finished meanwhile */ }
     ctx.live.delete(input.rid);
   };
-  ctx.live.set(input.rid, { abort });
-  const generation = run(ctx, input, stream, started, abort, () => (done = true)) as Generation;
-  generation.cancel = abort;
+  const live: LiveRequest = { abort, promptTokens: input.inputIds.length, prefilled: false };
+  ctx.live.set(input.rid, live);
+  const generation = run(ctx, input, stream, started, live, control, () => (done = true)) as Generation;
+  generation.cancel = () => abort();
   return generation;
 }
 
@@ -109,10 +133,12 @@ async function* run(
   input: GenerationInput,
   stream: EngineStream,
   started: number,
-  abort: () => void,
+  live: LiveRequest,
+  control: { abortReason: string | null },
   markDone: () => void,
 ): AsyncGenerator<GenerationUpdate> {
   const sampling = input.sampling;
+  const abort = () => live.abort();
   input.signal?.addEventListener("abort", abort, { once: true });
   ctx.metrics.requestStarted();
   const detok = new Detokenizer(ctx.tokenizer, {
@@ -138,10 +164,28 @@ async function* run(
   let firstToken = true;
   let lastTokenAt = started;
   let finished = false;
+  // --stream-interval: updates are held back until this many tokens piled up (the first token and the
+  // finish always go out at once), so text deltas and token counts accumulate between yields.
+  const interval = Math.max(1, ctx.args.stream_interval);
+  let heldDelta = "";
+  let heldTokens = 0;
+  let yieldedAny = false;
+  const finishLog = () => {
+    if (!ctx.args.log_requests || !state.finish) return;
+    log(
+      `Finish: rid=${input.rid}, finish_reason=${
+        JSON.stringify(state.finish)
+      }, prompt_tokens=${state.promptTokens}, ` +
+        `completion_tokens=${state.completionTokens}, cached_tokens=${state.cachedTokens}, e2e_latency=${
+          state.e2eLatency.toFixed(3)
+        }, text=${JSON.stringify(state.text)}`,
+    );
+  };
   try {
     if (input.signal?.aborted) return;
     for await (const event of stream.events) {
       if (input.signal?.aborted) break;
+      live.prefilled = true;
       const now = performance.now();
       if (event.tokens.length > 0) {
         if (firstToken) ctx.metrics.firstToken((now - started) / 1000);
@@ -167,28 +211,45 @@ async function* run(
         tokens = tokens.slice(0, -1);
       }
       const step = detok.push(tokens, event.finish !== null);
-      state.delta = step.delta;
+      heldDelta += step.delta;
+      heldTokens += event.tokens.length;
       state.text = detok.text;
       if (step.matchedStop !== null) {
         state.finish = { type: "stop", matched: step.matchedStop };
         if (!event.finish) abort();
       } else if (event.finish) {
-        state.finish = mapFinish(event.finish);
+        state.finish = event.finish.type === "abort" && control.abortReason !== null
+          ? { type: "abort", message: control.abortReason }
+          : mapFinish(event.finish);
       }
+      const due = state.finish !== null || !yieldedAny || heldTokens >= interval;
+      if (!due || (heldDelta.length === 0 && heldTokens === 0 && !state.finish)) continue;
+      state.delta = heldDelta;
+      state.newTokens = heldTokens;
+      heldDelta = "";
+      heldTokens = 0;
+      yieldedAny = true;
       if (state.finish) {
         finished = true;
         markDone();
         ctx.live.delete(input.rid);
         state.e2eLatency = (performance.now() - started) / 1000;
         ctx.metrics.requestFinished(state.e2eLatency, state.promptTokens, state.completionTokens);
+        finishLog();
         yield { ...state };
         return;
       }
-      if (state.delta.length > 0 || state.newTokens > 0) yield { ...state };
+      yield { ...state };
     }
     if (!finished && !input.signal?.aborted) {
-      state.finish = { type: "abort", message: "The engine stopped before the request finished." };
+      state.finish = {
+        type: "abort",
+        message: control.abortReason ?? "The engine stopped before the request finished.",
+      };
+      state.delta = heldDelta;
+      state.newTokens = heldTokens;
       state.e2eLatency = (performance.now() - started) / 1000;
+      finishLog();
       yield { ...state };
     }
   } finally {

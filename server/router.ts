@@ -7,6 +7,7 @@ import {
   handleDetokenize,
   handleFlushCache,
   handleHealth,
+  handleLoad,
   handleMetrics,
   handleModel,
   handleModelInfo,
@@ -51,8 +52,9 @@ const ROUTES: Route[] = [
     false,
     (ctx, _b, _r, p) => handleModel(ctx, decodeURIComponent(p[0])),
   ),
-  route(["GET"], "/get_model_info", false, (ctx) => handleModelInfo(ctx)),
-  route(["GET"], "/get_server_info", false, (ctx) => handleServerInfo(ctx)),
+  route(["GET"], /^\/(?:get_)?model_info$/, false, (ctx) => handleModelInfo(ctx)),
+  route(["GET"], /^\/(?:get_)?server_info$/, false, (ctx) => handleServerInfo(ctx)),
+  route(["GET"], "/get_load", false, (ctx) => handleLoad(ctx)),
   route(["GET", "POST"], "/health", false, (ctx) => handleHealth(ctx)),
   route(["GET", "POST"], "/health_generate", false, (ctx) => handleHealth(ctx)),
   route(["GET", "POST"], "/flush_cache", false, (ctx) => handleFlushCache(ctx)),
@@ -92,7 +94,9 @@ export function makeHandler(ctx: ServerContext) {
       response = await dispatch(ctx, req, url);
     } catch (e) {
       const err = e instanceof ApiError ? e : engineToApi(e);
-      if (err.status >= 500) log(`Error on ${req.method} ${url.pathname}: ${err.message}`, "error");
+      if (err.status >= 500 && err.status !== 503) {
+        log(`Error on ${req.method} ${url.pathname}: ${err.message}`, "error");
+      }
       response = Response.json(errorBody(err), { status: err.status });
     }
     for (const [k, v] of Object.entries(CORS_HEADERS)) response.headers.set(k, v);
@@ -117,7 +121,9 @@ async function dispatch(ctx: ServerContext, req: Request, url: URL): Promise<Res
     allowedHere = true;
     if (!r.methods.includes(req.method)) continue;
     if (ctx.args.api_key !== null && !OPEN_PATHS.has(path)) checkApiKey(req, ctx.args.api_key);
-    if (!ctx.ready && r.body) throw new ApiError(503, "The server is starting; try again in a moment.");
+    if (!ctx.ready && !ctx.stopping && r.body) {
+      throw new ApiError(503, "The server is starting; try again in a moment.");
+    }
     const body = r.body ? await readJsonBody(req, ctx.args.max_body_bytes) : undefined;
     if (ctx.args.log_requests && r.body) {
       log(`Receive: ${req.method} ${path} ${JSON.stringify(body).slice(0, 2048)}`);

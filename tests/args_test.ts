@@ -12,6 +12,9 @@ Deno.test("args: SGLang defaults and engine config", () => {
     8192,
   ]);
   assertEquals(a.decode_log_interval, 40);
+  assertEquals([a.shutdown_timeout, a.stream_interval, a.log_requests], [30, 1, false]);
+  const timed = parseServerArgs(["--model-path", "m", "--shutdown-timeout", "2.5", "--stream-interval", "8"])!;
+  assertEquals([timed.shutdown_timeout, timed.stream_interval], [2.5, 8]);
   const b = parseServerArgs([
     "--model-path",
     "m",
@@ -42,6 +45,9 @@ Deno.test("args: bad input is an ArgsError naming the flag", () => {
       ["--model-path", "m", "--dtype", "fp8"],
       [],
       ["--model-path", "m", "--mem-fraction-static", "2"],
+      ["--model-path", "m", "--shutdown-timeout", "-1"],
+      ["--model-path", "m", "--shutdown-timeout", "soon"],
+      ["--model-path", "m", "--stream-interval", "0"],
     ]
   ) {
     const e = assertThrows(() => parseServerArgs(argv), ArgsError);

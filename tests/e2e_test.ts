@@ -19,6 +19,8 @@ if (!haveLib && inCI) {
 interface RunningServer {
   url: string;
   stop(): Promise<string>;
+  signal(sig: Deno.Signal): void;
+  status: Promise<Deno.CommandStatus>;
 }
 
 async function startServer(modelDir: string, extra: string[] = []): Promise<RunningServer> {
@@ -56,7 +58,7 @@ async function startServer(modelDir: string, extra: string[] = []): Promise<Runn
       throw new Error(`server did not start:\n${out.slice(-3000)}`);
     }
   }
-  return { url, stop };
+  return { url, stop, signal: (sig) => child.kill(sig), status: child.status };
 }
 
 async function golden(dir: string) {
@@ -152,6 +154,47 @@ Deno.test({
       await health.body?.cancel();
     } finally {
       await server.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "e2e SIGTERM with streams in flight: the short one finishes, the long one ends 'server shutting down', exit 0",
+  ignore: !haveLib,
+  sanitizeResources: false,
+  fn: async () => {
+    const server = await startServer(TINY, ["--dtype", "float32", "--shutdown-timeout", "1"]);
+    let stopped = false;
+    try {
+      const open = async (maxNew: number) => {
+        const res = await postJson(`${server.url}/generate`, {
+          text: "Once upon a time",
+          sampling_params: { temperature: 0, max_new_tokens: maxNew, ignore_eos: true },
+          stream: true,
+        });
+        assertEquals(res.status, 200);
+        return readSse(res);
+      };
+      const short = open(8);
+      const long = open(100000);
+      await new Promise((r) => setTimeout(r, 300));
+      server.signal("SIGTERM");
+      const [s, l] = (await Promise.all([short, long])) as any[][];
+      assertEquals(s.at(-1), "[DONE]");
+      assertEquals(s.at(-2).meta_info.finish_reason, { type: "length", length: 8 });
+      assertEquals(l.at(-1), "[DONE]");
+      assertEquals(l.at(-2).meta_info.finish_reason, { type: "abort", message: "server shutting down" });
+      const status = await server.status;
+      stopped = true;
+      assertEquals(status.code, 0);
+    } finally {
+      const log = await server.stop();
+      if (stopped) {
+        assert(log.includes("Received SIGTERM; refusing new requests"), log.slice(-3000));
+        assert(/Shutdown complete in \d+\.\d\d s\./.test(log), log.slice(-3000));
+        assert(/Start-up took \d+\.\d\d s\./.test(log), log.slice(-3000));
+      }
     }
   },
 });

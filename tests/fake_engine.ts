@@ -55,10 +55,13 @@ export class FakeEngine implements EngineLike {
   }
 
   stats(): EngineStats {
+    let used = 0;
+    for (const r of this.running.values()) used += r.req.input_ids.length + r.produced;
     return {
       num_running_reqs: this.running.size,
       num_queue_reqs: 0,
-      token_usage: 0,
+      token_usage: used / 4096,
+      used_slots: used,
       max_total_num_tokens: 4096,
       last_gen_throughput: 0,
       cache_hit_rate: 0,

@@ -3,6 +3,7 @@ import { parseServerArgs } from "../server/args.ts";
 import type { ServerContext } from "../server/context.ts";
 import type { EngineLike } from "../server/engine/client.ts";
 import { Metrics } from "../server/metrics.ts";
+import { loadModelConfig } from "../server/model_config.ts";
 import { makeHandler } from "../server/router.ts";
 import { setLogLevel } from "../server/log.ts";
 import { ChatTemplate } from "../server/text/chat_template.ts";
@@ -31,8 +32,10 @@ export async function startTestServer(engine: EngineLike, modelDir = TINY, extra
     info: engine.info(),
     tokenizer,
     chatTemplate: await ChatTemplate.load(tokenizer),
+    modelConfig: await loadModelConfig(modelDir),
     metrics: new Metrics(),
     ready: true,
+    stopping: false,
     live: new Map(),
   };
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, makeHandler(ctx));
@@ -40,6 +43,7 @@ export async function startTestServer(engine: EngineLike, modelDir = TINY, extra
   return {
     ctx,
     url,
+    server,
     async close() {
       await server.shutdown();
       await engine.close();

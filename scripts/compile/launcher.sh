@@ -50,5 +50,5 @@ export LLM_SERVER_BUILD="$build"
 export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
 export DENO_DIR="${DENO_DIR:-$root/deno}"
 # --no-config/--no-lock: a deno.json or lock file in the caller's folder must not change the program.
-exec "$dir/deno" run --allow-all --quiet --no-config --no-lock --no-remote --no-npm --cached-only \
+exec "$dir/deno" run --allow-all --quiet --unstable-no-legacy-abort --no-config --no-lock --no-remote --no-npm --cached-only \
   "$dir/server.js" "$@"

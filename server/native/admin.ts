@@ -5,12 +5,13 @@ import { Status } from "../engine/ffi.ts";
 import { generate, newRequestId } from "../generation.ts";
 import { optionalBool, requireObject, unixNow } from "../openai/protocol.ts";
 import { SAMPLING_DEFAULTS } from "../sampling.ts";
+import { VERSION } from "../version.ts";
 
 const startedAt = unixNow();
-export const VERSION = "0.1.0";
 
 /** 200 only when a one-token generation completes in time; 503 while starting or when stuck. */
 export async function handleHealth(ctx: ServerContext, timeoutMs = 20000): Promise<Response> {
+  if (ctx.stopping) return new Response("The server is shutting down.", { status: 503 });
   if (!ctx.ready) return new Response("The server is starting.", { status: 503 });
   const ok = await oneTokenGeneration(ctx, timeoutMs);
   return ok
@@ -76,18 +77,36 @@ function modelCard(ctx: ServerContext) {
   };
 }
 
+/** GET /model_info (and /get_model_info); the router reads the paths to load the tokenizer itself. */
 export function handleModelInfo(ctx: ServerContext): Response {
+  const config = ctx.modelConfig;
   return Response.json({
-    model_path: ctx.args.model_path,
-    tokenizer_path: ctx.args.model_path,
+    model_path: config.modelPath,
+    tokenizer_path: config.modelPath,
+    served_model_name: ctx.args.served_model_name,
     is_generation: true,
     preferred_sampling_params: null,
     weight_version: "default",
     has_image_understanding: false,
     has_audio_understanding: false,
-    model_type: ctx.info.architecture,
-    architectures: [ctx.info.architecture],
+    model_type: config.modelType,
+    architectures: config.architectures.length > 0 ? config.architectures : [ctx.info.architecture],
   });
+}
+
+/** GET /get_load: SGLang's per-DP-rank load, which the router polls every second (power_of_two). */
+export function handleLoad(ctx: ServerContext): Response {
+  const stats = ctx.engine.stats();
+  const used = stats.used_slots ?? Math.round(stats.token_usage * stats.max_total_num_tokens);
+  // Prompts the engine has not started on yet hold no KV, but they are load all the same (SGLang counts them).
+  let waitingTokens = 0;
+  for (const live of ctx.live.values()) if (!live.prefilled) waitingTokens += live.promptTokens;
+  return Response.json([{
+    dp_rank: 0,
+    num_reqs: stats.num_running_reqs + stats.num_queue_reqs,
+    num_waiting_reqs: stats.num_queue_reqs,
+    num_tokens: used + waitingTokens,
+  }]);
 }
 
 export function handleServerInfo(ctx: ServerContext): Response {
@@ -95,6 +114,10 @@ export function handleServerInfo(ctx: ServerContext): Response {
   const { api_key: _secret, ...args } = ctx.args;
   return Response.json({
     ...args,
+    model_path: ctx.modelConfig.modelPath,
+    tokenizer_path: ctx.modelConfig.modelPath,
+    dp_size: 1,
+    tp_size: 1,
     max_total_num_tokens: ctx.info.max_total_num_tokens,
     max_req_input_len: ctx.info.context_len - 1,
     context_len: ctx.info.context_len,
@@ -137,7 +160,7 @@ export function handleAbortRequest(ctx: ServerContext, rawBody: unknown): Respon
     return new Response(null, { status: 200 });
   }
   if (typeof body.rid !== "string") throw badRequest("rid must be a string (or give abort_all: true)", "rid");
-  for (const [rid, live] of ctx.live) {
+  for (const [rid, live] of [...ctx.live]) {
     // SGLang's siblings (n > 1) carry the parent rid plus a suffix; aborting the parent aborts them.
     if (rid === body.rid || rid.startsWith(`${body.rid}_`)) live.abort();
   }

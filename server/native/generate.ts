@@ -1,7 +1,7 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
 import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
-import { optionalBool, optionalInt, requireObject } from "../openai/protocol.ts";
+import { optionalBool, optionalInt, rejectUnsupportedOptions, requireObject } from "../openai/protocol.ts";
 import { parseSamplingParams } from "../sampling.ts";
 import { sseResponse } from "../sse.ts";
 
@@ -24,6 +24,7 @@ export async function handleGenerate(
   signal: AbortSignal,
 ): Promise<Response> {
   const body = requireObject(rawBody);
+  rejectUnsupportedOptions(body);
   const hasText = body.text !== undefined && body.text !== null;
   const hasIds = body.input_ids !== undefined && body.input_ids !== null;
   if (hasText === hasIds) {

@@ -10,6 +10,7 @@ import {
   optionalBool,
   optionalInt,
   parseCommon,
+  rejectUnsupportedOptions,
   requireObject,
   unixNow,
   usageOf,
@@ -60,6 +61,7 @@ export async function handleChat(
 ): Promise<Response> {
   const body = requireObject(rawBody);
   const common = parseCommon(ctx, body, ["max_tokens", "max_completion_tokens"]);
+  rejectUnsupportedOptions(body);
   const chat = parseChat(body);
   const inputIds = ctx.chatTemplate.encode(chat.messages, { addGenerationPrompt: true, tools: chat.tools });
   const n = common.sampling.n;

@@ -9,6 +9,7 @@ import {
   optionalBool,
   optionalInt,
   parseCommon,
+  rejectUnsupportedOptions,
   requireObject,
   unixNow,
   usageOf,
@@ -37,6 +38,7 @@ export async function handleCompletions(
 ): Promise<Response> {
   const body = requireObject(rawBody);
   const common = parseCommon(ctx, body, ["max_tokens"]);
+  rejectUnsupportedOptions(body);
   if (body.max_tokens === undefined || body.max_tokens === null) common.sampling.max_new_tokens = 16;
   const prompts = parsePrompts(ctx, body.prompt);
   const echo = optionalBool(body, "echo") ?? false;

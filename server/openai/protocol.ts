@@ -27,6 +27,24 @@ export function optionalBool(body: Record<string, unknown>, key: string): boolea
   return v;
 }
 
+/**
+ * Fields SGLang's router always adds to the requests it forwards (with false/true defaults). Their default
+ * values are accepted and mean nothing here; a value asking for something this server cannot do is a 400,
+ * not a silently different answer.
+ */
+const UNSUPPORTED_WHEN_TRUE = [
+  "return_hidden_states",
+  "continue_final_message",
+  "background",
+  "return_bytes",
+];
+
+export function rejectUnsupportedOptions(body: Record<string, unknown>): void {
+  for (const key of UNSUPPORTED_WHEN_TRUE) {
+    if (optionalBool(body, key) === true) throw badRequest(`${key} is not supported by this server`, key);
+  }
+}
+
 export function optionalInt(
   body: Record<string, unknown>,
   key: string,
