@@ -70,6 +70,9 @@ pub struct Gpu {
 
 impl Gpu {
     pub fn open(ordinal: usize) -> Result<Gpu, String> {
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err("no CUDA driver (libcuda.so not found)".into());
+        }
         guarded(|| {
             let ctx = CudaContext::new(ordinal).map_err(|e| format!("cannot create a CUDA context: {e:?}"))?;
             // One stream and no cross-stream sharing: cudarc's per-buffer events would only add
