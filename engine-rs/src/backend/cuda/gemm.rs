@@ -37,6 +37,7 @@ impl Gemm {
     }
 
     /// y = x · wᵀ; x: [m][k] bf16, w: [n][k] bf16, y: [m][n] of `out`. Raw device addresses.
+    #[allow(clippy::too_many_arguments)] // the BLAS shape: pointers, m, n, k, output type
     pub fn linear(&self, x: u64, w: u64, y: u64, m: usize, n: usize, k: usize, out: OutType) -> Result<(), String> {
         if m == 0 {
             return Ok(());

@@ -288,7 +288,20 @@ impl CudaLlama {
         let kv_dim = c.kv_dim();
         let per_slot = plan::kv_bytes_per_slot(c.num_hidden_layers, kv_dim);
         let (free, total) = gpu.ctx.mem_get_info().map_err(err("mem_get_info"))?;
-        let planned = plan::plan_kv_slots(total, free, opts.mem_fraction_static, per_slot, 256 << 20)?;
+        // The activation buffers are already allocated (counted in `total - free`); the reserve
+        // covers what cuBLAS and graph capture take later.
+        let reserve = plan::activation_reserve_bytes(&plan::ActivationShape {
+            max_batch_tokens: 0,
+            max_running: 0,
+            hidden: h,
+            intermediate: inter,
+            qkv_dim,
+            vocab: v,
+            num_heads: nh,
+            head_dim: hd,
+            max_splits: MAX_SPLITS,
+        });
+        let planned = plan::plan_kv_slots(total, free, opts.mem_fraction_static, per_slot, reserve)?;
         let num_slots = match opts.num_slots {
             Some(n) if n > planned => {
                 return Err(format!("{n} KV slots requested but GPU memory holds {planned} (mem_fraction_static {})", opts.mem_fraction_static))

@@ -24,13 +24,13 @@ pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 
 /// Rejects model shapes the kernels cannot run, with the reason.
 pub fn check_model_shape(num_heads: usize, num_kv_heads: usize, head_dim: usize) -> Result<(), String> {
-    if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+    if num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
         return Err(format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"));
     }
     if num_heads / num_kv_heads > MAX_GQA_GROUP {
         return Err(format!("GQA group {} exceeds the CUDA kernels' limit {MAX_GQA_GROUP}", num_heads / num_kv_heads));
     }
-    if head_dim == 0 || head_dim % 2 != 0 || head_dim > MAX_HEAD_DIM {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) || head_dim > MAX_HEAD_DIM {
         return Err(format!("head_dim {head_dim} must be even and at most {MAX_HEAD_DIM} for the CUDA kernels"));
     }
     Ok(())
@@ -75,23 +75,27 @@ pub fn plan_kv_slots(
     Ok(slots)
 }
 
+/// The shapes that size one forward pass's activations.
+#[derive(Clone, Copy, Debug)]
+pub struct ActivationShape {
+    pub max_batch_tokens: usize,
+    pub max_running: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub qkv_dim: usize,
+    pub vocab: usize,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub max_splits: usize,
+}
+
 /// Activation and workspace memory one forward pass may need (bf16 activations, f32 logits,
 /// decode split-K workspace), with 25% headroom for cuBLAS workspaces and fragmentation.
-pub fn activation_reserve_bytes(
-    max_batch_tokens: usize,
-    max_running: usize,
-    hidden: usize,
-    intermediate: usize,
-    qkv_dim: usize,
-    vocab: usize,
-    num_heads: usize,
-    head_dim: usize,
-    max_splits: usize,
-) -> usize {
-    let per_token_bf16 = hidden * 3 + qkv_dim + intermediate * 3 + num_heads * head_dim;
-    let activations = max_batch_tokens * per_token_bf16 * 2;
-    let logits = max_running.max(1) * vocab * 4;
-    let split_k = max_running * num_heads * max_splits * (head_dim + 2) * 4;
+pub fn activation_reserve_bytes(a: &ActivationShape) -> usize {
+    let per_token_bf16 = a.hidden * 3 + a.qkv_dim + a.intermediate * 3 + a.num_heads * a.head_dim;
+    let activations = a.max_batch_tokens * per_token_bf16 * 2;
+    let logits = a.max_running.max(1) * a.vocab * 4;
+    let split_k = a.max_running * a.num_heads * a.max_splits * (a.head_dim + 2) * 4;
     (activations + logits + split_k) * 5 / 4 + (64 << 20)
 }
 
@@ -264,7 +268,7 @@ mod tests {
         let per_slot = kv_bytes_per_slot(32, 1024); // Llama-3.1-8B: 128 KiB per token
         assert_eq!(per_slot, 131072);
         let slots = plan_kv_slots(80 * gib, 64 * gib, 0.88, per_slot, 2 * gib).unwrap();
-        let expected = ((80.0 * 0.88) as f64 * gib as f64) as usize - 18 * gib;
+        let expected = (80.0 * 0.88 * gib as f64) as usize - 18 * gib;
         assert_eq!(slots, expected / per_slot);
         assert!(plan_kv_slots(80 * gib, 64 * gib, 0.5, per_slot, 2 * gib).unwrap() < slots);
     }
@@ -282,11 +286,21 @@ mod tests {
 
     #[test]
     fn activation_reserve_grows_with_batch_and_vocab() {
-        let small = activation_reserve_bytes(2048, 8, 4096, 14336, 6144, 128256, 32, 128, 16);
-        let big = activation_reserve_bytes(8192, 8, 4096, 14336, 6144, 128256, 32, 128, 16);
+        let base = ActivationShape {
+            max_batch_tokens: 2048,
+            max_running: 8,
+            hidden: 4096,
+            intermediate: 14336,
+            qkv_dim: 6144,
+            vocab: 128256,
+            num_heads: 32,
+            head_dim: 128,
+            max_splits: 16,
+        };
+        let small = activation_reserve_bytes(&base);
+        let big = activation_reserve_bytes(&ActivationShape { max_batch_tokens: 8192, ..base });
         assert!(big > small && small > 64 << 20);
-        let more_vocab = activation_reserve_bytes(2048, 8, 4096, 14336, 6144, 256000, 32, 128, 16);
-        assert!(more_vocab > small);
+        assert!(activation_reserve_bytes(&ActivationShape { vocab: 256000, ..base }) > small);
     }
 
     #[test]
@@ -309,7 +323,7 @@ mod tests {
     fn decode_split_covers_the_sequence_exactly() {
         for &(len, batch) in &[(1usize, 1usize), (255, 1), (4096, 1), (131072, 1), (4096, 64), (100_000, 3)] {
             let (splits, partition) = decode_split(len, batch, 8, 132, 64);
-            assert!(splits >= 1 && splits <= 64);
+            assert!((1..=64).contains(&splits));
             assert!(splits * partition >= len, "len {len}: {splits} x {partition}");
             assert!((splits - 1) * partition < len, "len {len}: an empty split");
         }
@@ -354,7 +368,7 @@ mod tests {
         // In between: strictly between the two bounds.
         let mid = (0..64).find(|&i| {
             let w = 2.0 * std::f64::consts::PI / plain[i];
-            w > 2048.0 && w < 8192.0
+            (2048.0..8192.0).contains(&w) && w > 2048.0
         });
         let i = mid.expect("a smoothed band exists");
         assert!(scaled[i] < plain[i] && scaled[i] > plain[i] / 8.0);
