@@ -31,6 +31,7 @@ export interface ServerArgs {
   skip_server_warmup: boolean;
   stream_interval: number;
   shutdown_timeout: number;
+  default_max_tokens: number;
   max_body_bytes: number;
 }
 
@@ -89,6 +90,11 @@ const SPECS: Record<string, Spec> = {
     help: "seconds running requests get to finish on SIGTERM/SIGINT before they are aborted (30)",
     min: 0,
   },
+  "default-max-tokens": {
+    kind: "int",
+    help: "output bound for OpenAI requests without max_tokens (4096; -1: until the context ends)",
+    min: -1,
+  },
   "help": { kind: "bool", help: "show this help and exit" },
 };
 
@@ -139,6 +145,7 @@ export function parseServerArgs(
     "decode-log-interval": 40,
     "stream-interval": 1,
     "shutdown-timeout": 30,
+    "default-max-tokens": 4096,
   } as Record<string, unknown>;
   const pick = (name: string): any => get(name) ?? defaults[name] ?? null;
   const port = pick("port");
@@ -180,6 +187,7 @@ export function parseServerArgs(
     skip_server_warmup: values["skip-server-warmup"] === true,
     stream_interval: pick("stream-interval"),
     shutdown_timeout: pick("shutdown-timeout"),
+    default_max_tokens: pick("default-max-tokens"),
     max_body_bytes: 64 << 20,
   };
 }

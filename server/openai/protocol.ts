@@ -114,7 +114,14 @@ export function parseCommon(
     }
     throw e;
   }
-  if (maxTokens === undefined) sampling.max_new_tokens = Math.max(1, ctx.info.context_len - 1);
+  // No max_tokens: run to the end of the context as SGLang does, but at most --default-max-tokens (as
+  // llama.cpp's server bounds it by its 4096-token default context), so a model that never says EOS
+  // cannot hold a client for hours. -1 lifts the bound.
+  if (maxTokens === undefined) {
+    const untilContextEnd = Math.max(1, ctx.info.context_len - 1);
+    const bound = ctx.args.default_max_tokens;
+    sampling.max_new_tokens = bound > 0 ? Math.min(bound, untilContextEnd) : untilContextEnd;
+  }
   if (
     body.best_of !== undefined && body.best_of !== null && body.best_of !== sampling.n && body.best_of !== 1
   ) {

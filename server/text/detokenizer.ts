@@ -47,7 +47,7 @@ export class Detokenizer {
     return this.ids;
   }
 
-  /** Adds tokens; `final` flushes whatever was held back (incomplete UTF-8 at the very end is shown as is). */
+  /** Adds tokens; `final` flushes whatever was held back (incomplete UTF-8 at the very end is dropped). */
   push(tokens: number[], final = false): DetokenizerStep {
     if (this.stopped) return { delta: "", matchedStop: null };
     for (const t of tokens) this.ids.push(t);
@@ -56,7 +56,9 @@ export class Detokenizer {
     const prefixText = this.tokenizer.decode(this.ids.slice(this.surr, this.read), this.skipSpecial);
     const complete = !newText.endsWith("\uFFFD");
     if ((complete || final) && newText.length >= prefixText.length) {
-      this.decoded += newText.slice(prefixText.length);
+      // Bytes that never form a valid UTF-8 character (a sampled lone continuation or lead byte) decode to
+      // U+FFFD; clients must never see that, streamed or not, so such bytes are dropped.
+      this.decoded += newText.slice(prefixText.length).replaceAll("\uFFFD", "");
       this.surr = this.read;
       this.read = this.ids.length;
     }
