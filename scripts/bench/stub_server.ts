@@ -87,6 +87,7 @@ export function startStubServer(options: StubOptions): StubServer {
 
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
     const path = new URL(request.url).pathname;
+    if (path === "/health") return new Response("");
     if (path === "/get_model_info") {
       return Response.json({ model_path: "stub", tokenizer_path: "stub", is_generation: true, vocab_size: options.vocabSize });
     }
@@ -107,4 +108,26 @@ export function startStubServer(options: StubOptions): StubServer {
   stub.baseUrl = `http://127.0.0.1:${server.addr.port}`;
   stub.close = () => server.shutdown();
   return stub;
+}
+
+// Standalone: `deno run -A scripts/bench/stub_server.ts [--port P] [--first-token-ms 40] [--token-ms 10]`,
+// for trying bench_serving or bench_cpu.sh (OUR_BASE_URL=...) without the engine.
+if (import.meta.main) {
+  const { parseFlags } = await import("./args.ts");
+  const flags = parseFlags(Deno.args);
+  const port = Number(flags["port"] ?? 30999);
+  const stub = startStubServer({
+    firstTokenDelayMs: Number(flags["first-token-ms"] ?? 40),
+    tokenDelayMs: Number(flags["token-ms"] ?? 10),
+    vocabSize: 128000,
+  });
+  // Relay a fixed port to the stub's ephemeral one so callers can name it.
+  Deno.serve({ hostname: "127.0.0.1", port }, (request) => {
+    const url = new URL(request.url);
+    return fetch(stub.baseUrl + url.pathname + url.search, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body,
+    });
+  });
 }
