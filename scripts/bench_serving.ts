@@ -35,14 +35,20 @@ export interface BenchConfig {
   quiet: boolean;
 }
 
-const USAGE = `usage: bench_serving.ts [--base-url URL | --host H --port P] [--backend sglang|sglang-oai] [--model NAME]
+const USAGE =
+  `usage: bench_serving.ts [--base-url URL | --host H --port P] [--backend sglang|sglang-oai] [--model NAME]
   [--dataset-name random|generated-shared-prefix] [--num-prompts N] [--seed S]
   [--random-input-len L] [--random-output-len L] [--random-range-ratio R]
   [--gsp-num-groups G] [--gsp-prompts-per-group P] [--gsp-system-prompt-len L] [--gsp-question-len L] [--gsp-output-len L]
   [--request-rate R|inf] [--max-concurrency C] [--tokenizer PATH | --vocab-size V] [--output-file F.jsonl]
   [--warmup-requests N] [--self-test]`;
 
-function numberFlag(flags: Record<string, string | boolean>, key: string, fallback: number, integer = true): number {
+function numberFlag(
+  flags: Record<string, string | boolean>,
+  key: string,
+  fallback: number,
+  integer = true,
+): number {
   const raw = flags[key];
   if (raw === undefined) return fallback;
   if (raw === true) throw new Error(`--${key} needs a value`);
@@ -55,15 +61,39 @@ function numberFlag(flags: Record<string, string | boolean>, key: string, fallba
 
 export function parseConfig(argv: string[]): BenchConfig {
   const known = new Set([
-    "base-url", "host", "port", "backend", "model", "dataset-name", "num-prompts", "random-input-len",
-    "random-output-len", "random-range-ratio", "gsp-num-groups", "gsp-prompts-per-group", "gsp-system-prompt-len",
-    "gsp-question-len", "gsp-output-len", "request-rate", "max-concurrency", "seed", "tokenizer", "vocab-size",
-    "output-file", "warmup-requests", "quiet", "self-test",
+    "base-url",
+    "host",
+    "port",
+    "backend",
+    "model",
+    "dataset-name",
+    "num-prompts",
+    "random-input-len",
+    "random-output-len",
+    "random-range-ratio",
+    "gsp-num-groups",
+    "gsp-prompts-per-group",
+    "gsp-system-prompt-len",
+    "gsp-question-len",
+    "gsp-output-len",
+    "request-rate",
+    "max-concurrency",
+    "seed",
+    "tokenizer",
+    "vocab-size",
+    "output-file",
+    "warmup-requests",
+    "quiet",
+    "self-test",
   ]);
   const flags = parseFlags(argv, ["quiet", "self-test"]);
-  for (const key of Object.keys(flags)) if (!known.has(key)) throw new Error(`unknown option --${key}\n${USAGE}`);
+  for (const key of Object.keys(flags)) {
+    if (!known.has(key)) throw new Error(`unknown option --${key}\n${USAGE}`);
+  }
   const backend = (flags["backend"] ?? "sglang") as string;
-  if (backend !== "sglang" && backend !== "sglang-oai") throw new Error(`--backend must be sglang or sglang-oai`);
+  if (backend !== "sglang" && backend !== "sglang-oai") {
+    throw new Error(`--backend must be sglang or sglang-oai`);
+  }
   const datasetName = (flags["dataset-name"] ?? "random") as string;
   if (datasetName !== "random" && datasetName !== "generated-shared-prefix") {
     throw new Error(`--dataset-name must be random or generated-shared-prefix`);
@@ -122,9 +152,13 @@ export async function resolveVocabSize(config: BenchConfig): Promise<number> {
   if (config.vocabSize !== undefined) return config.vocabSize;
   if (config.tokenizer) return await vocabFromTokenizer(config.tokenizer);
   const response = await fetch(`${config.baseUrl}/get_model_info`).catch((error) => {
-    throw new Error(`cannot reach ${config.baseUrl}/get_model_info (${error.message}); pass --tokenizer or --vocab-size`);
+    throw new Error(
+      `cannot reach ${config.baseUrl}/get_model_info (${error.message}); pass --tokenizer or --vocab-size`,
+    );
   });
-  if (!response.ok) throw new Error(`/get_model_info answered ${response.status}; pass --tokenizer or --vocab-size`);
+  if (!response.ok) {
+    throw new Error(`/get_model_info answered ${response.status}; pass --tokenizer or --vocab-size`);
+  }
   const info = await response.json();
   if (typeof info.vocab_size === "number") return info.vocab_size;
   for (const candidate of [info.tokenizer_path, info.model_path]) {
@@ -134,7 +168,9 @@ export async function resolveVocabSize(config: BenchConfig): Promise<number> {
       } catch { /* try the next path */ }
     }
   }
-  throw new Error("could not find the vocabulary size from /get_model_info; pass --tokenizer or --vocab-size");
+  throw new Error(
+    "could not find the vocabulary size from /get_model_info; pass --tokenizer or --vocab-size",
+  );
 }
 
 export function buildDataset(config: BenchConfig, vocabSize: number): BenchRequest[] {
@@ -183,7 +219,11 @@ export async function benchmark(config: BenchConfig): Promise<BenchReport> {
     seed: config.seed,
   });
   const metrics = computeMetrics(result.outcomes, result.duration);
-  const context = { backend: config.backend, requestRate: config.requestRate, maxConcurrency: config.maxConcurrency };
+  const context = {
+    backend: config.backend,
+    requestRate: config.requestRate,
+    maxConcurrency: config.maxConcurrency,
+  };
   const record = jsonRecord(metrics, context, {
     dataset_name: config.datasetName,
     num_prompts: config.numPrompts,
@@ -203,7 +243,9 @@ export async function benchmark(config: BenchConfig): Promise<BenchReport> {
       }),
   });
   const errors = result.outcomes.filter((o) => !o.success).map((o) => o.error);
-  if (config.outputFile) await Deno.writeTextFile(config.outputFile, JSON.stringify(record) + "\n", { append: true });
+  if (config.outputFile) {
+    await Deno.writeTextFile(config.outputFile, JSON.stringify(record) + "\n", { append: true });
+  }
   return { table: formatTable(metrics, context), record, errors };
 }
 

@@ -47,7 +47,9 @@ export interface RandomDatasetOptions {
 
 export function randomDataset(o: RandomDatasetOptions): BenchRequest[] {
   if (o.rangeRatio < 0 || o.rangeRatio > 1) throw new Error("--random-range-ratio must be in [0, 1]");
-  if (o.inputLen < 1 || o.outputLen < 1) throw new Error("--random-input-len and --random-output-len must be >= 1");
+  if (o.inputLen < 1 || o.outputLen < 1) {
+    throw new Error("--random-input-len and --random-output-len must be >= 1");
+  }
   const rng = new SeededRandom(o.seed);
   const [inLow, inHigh] = lengthRange(o.inputLen, o.rangeRatio);
   const [outLow, outHigh] = lengthRange(o.outputLen, o.rangeRatio);

@@ -162,7 +162,12 @@ function llamaTensors(config: any): TensorSpec[] {
     { name: "output_norm.weight", dims: [hidden], type: TensorType.F32, fill: "ones" },
   ];
   if (!config.tie_word_embeddings) {
-    specs.push({ name: "output.weight", dims: [hidden, config.vocab_size], type: TensorType.F16, fill: "random" });
+    specs.push({
+      name: "output.weight",
+      dims: [hidden, config.vocab_size],
+      type: TensorType.F16,
+      fill: "random",
+    });
   }
   for (let layer = 0; layer < config.num_hidden_layers; layer++) {
     const p = `blk.${layer}.`;
@@ -214,7 +219,9 @@ function randomF16Table(seed: number): Uint16Array {
 async function main() {
   const args = parseFlags(Deno.args) as Record<string, string>;
   if (!args.config || !args.tokenizer || !args.out) {
-    console.error("usage: gguf_f16.ts --config config.json --tokenizer tokenizer.json [--seed 1] --out f.gguf");
+    console.error(
+      "usage: gguf_f16.ts --config config.json --tokenizer tokenizer.json [--seed 1] --out f.gguf",
+    );
     Deno.exit(2);
   }
   if (args.type && args.type !== "f16") {

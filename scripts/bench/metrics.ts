@@ -48,7 +48,9 @@ export function computeMetrics(outcomes: RequestOutcome[], duration: number): Be
   const e2e = ok.map((o) => o.latency * 1000);
   const ttft = ok.map((o) => o.ttft * 1000);
   const itl = ok.flatMap((o) => o.itl.map((s) => s * 1000));
-  const tpot = ok.filter((o) => o.outputLen > 1).map((o) => ((o.latency - o.ttft) / (o.outputLen - 1)) * 1000);
+  const tpot = ok.filter((o) => o.outputLen > 1).map((o) =>
+    ((o.latency - o.ttft) / (o.outputLen - 1)) * 1000
+  );
   return {
     completed: ok.length,
     failed: outcomes.length - ok.length,
@@ -104,7 +106,10 @@ export function formatTable(metrics: BenchMetrics, context: TableContext): strin
     centre(" Serving Benchmark Result ", "="),
     row("Backend:", context.backend),
     row("Traffic request rate:", pythonFloat(context.requestRate)),
-    row("Max request concurrency:", context.maxConcurrency === null ? "not set" : String(context.maxConcurrency)),
+    row(
+      "Max request concurrency:",
+      context.maxConcurrency === null ? "not set" : String(context.maxConcurrency),
+    ),
     row("Successful requests:", String(metrics.completed)),
     row("Benchmark duration (s):", metrics.duration),
     row("Total input tokens:", String(metrics.totalInput)),

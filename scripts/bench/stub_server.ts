@@ -35,7 +35,9 @@ export function startStubServer(options: StubOptions): StubServer {
         inFlight++;
         stub.peakInFlight = Math.max(stub.peakInFlight, inFlight);
         try {
-          for await (const event of events) controller.enqueue(encoder.encode(`data: ${JSON.stringify(event)}\n\n`));
+          for await (const event of events) {
+            controller.enqueue(encoder.encode(`data: ${JSON.stringify(event)}\n\n`));
+          }
           controller.enqueue(encoder.encode("data: [DONE]\n\n"));
         } finally {
           inFlight--;
@@ -81,7 +83,11 @@ export function startStubServer(options: StubOptions): StubServer {
     }
     if (body.stream_options?.include_usage) {
       const prompt = body.prompt.length;
-      yield { ...base, choices: [], usage: { prompt_tokens: prompt, completion_tokens: maxNew, total_tokens: prompt + maxNew } };
+      yield {
+        ...base,
+        choices: [],
+        usage: { prompt_tokens: prompt, completion_tokens: maxNew, total_tokens: prompt + maxNew },
+      };
     }
   }
 
@@ -89,13 +95,23 @@ export function startStubServer(options: StubOptions): StubServer {
     const path = new URL(request.url).pathname;
     if (path === "/health") return new Response("");
     if (path === "/get_model_info") {
-      return Response.json({ model_path: "stub", tokenizer_path: "stub", is_generation: true, vocab_size: options.vocabSize });
+      return Response.json({
+        model_path: "stub",
+        tokenizer_path: "stub",
+        is_generation: true,
+        vocab_size: options.vocabSize,
+      });
     }
     if (request.method !== "POST") return new Response("not found", { status: 404 });
     const body = await request.json();
     requests.push({ path, body });
     if (options.failEvery && requests.length % options.failEvery === 0) {
-      return Response.json({ object: "error", message: "stub failure", type: "InternalServerError", code: 500 }, {
+      return Response.json({
+        object: "error",
+        message: "stub failure",
+        type: "InternalServerError",
+        code: 500,
+      }, {
         status: 500,
       });
     }
