@@ -161,7 +161,8 @@ async function measureDecode(model, args, batch, vocabLimit) {
     batchSize: Math.max(batch * args.decodeContext, batch),
     sequences: batch,
     threads: { ideal: args.threads, min: args.threads },
-    batching: { dispatchSchedule: lockstepDispatch(contextHolder, batch) },
+    // One sequence has nothing to wait for: keep node-llama-cpp's own dispatch.
+    ...(batch > 1 ? { batching: { dispatchSchedule: lockstepDispatch(contextHolder, batch) } } : {}),
   });
   contextHolder.context = context;
   try {
