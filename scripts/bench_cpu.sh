@@ -7,10 +7,11 @@
 #   OUR_BASE_URL=http://127.0.0.1:30000 scripts/bench_cpu.sh   # use a server that is already running
 #
 # Settings (env): THREADS (2), PROMPT_LEN (512), GEN (64), DECODE_CONTEXT (32), BATCH (16), REPEATS (3),
-# LLM_MODELS_DIR (../shared/models), BENCH_DIR (.cache/bench), OUR_PORT (30123), SERVER_START_TIMEOUT (600).
+# MODEL_NAME (llama-3.2-1b-instruct), LLM_MODELS_DIR (../shared/models), BENCH_DIR (.cache/bench), OUR_PORT (30123), SERVER_START_TIMEOUT (600).
 # Every figure is a median: llama.cpp over REPEATS timed runs, ours over REPEATS requests (batch 1) or
 # REPEATS benchmark runs (batch BATCH).
 set -euo pipefail
+export MODEL_NAME
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -21,7 +22,8 @@ DECODE_CONTEXT="${DECODE_CONTEXT:-32}"
 BATCH="${BATCH:-16}"
 REPEATS="${REPEATS:-3}"
 MODELS_DIR="${LLM_MODELS_DIR:-$REPO/../shared/models}"
-MODEL_DIR="$MODELS_DIR/llama-3.2-1b-instruct"
+MODEL_NAME="${MODEL_NAME:-llama-3.2-1b-instruct}"
+MODEL_DIR="$MODELS_DIR/$MODEL_NAME"
 BENCH_DIR="${BENCH_DIR:-$REPO/.cache/bench}"
 OUR_PORT="${OUR_PORT:-30123}"
 SERVER_START_TIMEOUT="${SERVER_START_TIMEOUT:-600}"
@@ -56,7 +58,7 @@ CEILING="$(echo "$MEMBW_JSON" | json_field decode_ceiling_tok_s)"
 # 2. llama.cpp peer.
 LC_PREFILL="" LC_B1="" LC_BN=""
 if [[ -z "${SKIP_LLAMACPP:-}" ]]; then
-  GGUF="$BENCH_DIR/llama-3.2-1b-f16-random.gguf"
+  GGUF="$BENCH_DIR/$MODEL_NAME-f16-random.gguf"
   if [[ ! -s "$GGUF" ]]; then
     WRITER="$REPO/scripts/gguf_writer.ts"
     [[ -f "$WRITER" ]] || WRITER="$REPO/scripts/bench/gguf_f16.ts"
@@ -132,7 +134,7 @@ const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1,
 const num = (s) => (s === "" || s === undefined ? null : Number(s));
 const cell = (v) => (v === null ? "n/a" : v.toFixed(2));
 const ratio = (a, b) => (a === null || b === null || b === 0 ? "n/a" : (a / b).toFixed(2) + "x");
-console.log(`\nCPU benchmark: Llama-3.2-1B shape, ${threads} threads, weights ${(bytes / 1e9).toFixed(3)} GB (16-bit)`);
+console.log(`\nCPU benchmark: ${process.env.MODEL_NAME ?? "llama-3.2-1b-instruct"} shape, ${threads} threads, weights ${(bytes / 1e9).toFixed(3)} GB (16-bit)`);
 console.log(`memory read bandwidth ${Number(bw).toFixed(2)} GB/s -> decode ceiling ${Number(ceiling).toFixed(2)} tok/s at batch 1`);
 const rows = [
   [`prefill ${promptLen} (tok/s)`, num(lcP), num(ourP), null],
