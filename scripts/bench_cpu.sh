@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# CPU benchmark of record: memory bandwidth, llama.cpp (F16 GGUF, same shape, random weights) and our engine
+# (Llama-3.2-1B shape, --load-format dummy --dtype bfloat16), printed as one table with ratios.
+#
+#   scripts/bench_cpu.sh                    # everything
+#   SKIP_LLAMACPP=1 scripts/bench_cpu.sh    # ours + bandwidth only
+#   OUR_BASE_URL=http://127.0.0.1:30000 scripts/bench_cpu.sh   # use a server that is already running
+#
+# Settings (env): THREADS (2), PROMPT_LEN (512), GEN (64), DECODE_CONTEXT (32), BATCH (16), REPEATS (3),
+# MODEL_NAME (llama-3.2-1b-instruct), LLM_MODELS_DIR (../shared/models), BENCH_DIR (.cache/bench), OUR_PORT (30123), SERVER_START_TIMEOUT (600).
+# Every figure is a median: llama.cpp over REPEATS timed runs, ours over REPEATS requests (batch 1) or
+# REPEATS benchmark runs (batch BATCH).
+set -euo pipefail
+export MODEL_NAME
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+THREADS="${THREADS:-2}"
+PROMPT_LEN="${PROMPT_LEN:-512}"
+GEN="${GEN:-64}"
+DECODE_CONTEXT="${DECODE_CONTEXT:-32}"
+BATCH="${BATCH:-16}"
+REPEATS="${REPEATS:-3}"
+MODELS_DIR="${LLM_MODELS_DIR:-$REPO/../shared/models}"
+MODEL_NAME="${MODEL_NAME:-llama-3.2-1b-instruct}"
+MODEL_DIR="$MODELS_DIR/$MODEL_NAME"
+BENCH_DIR="${BENCH_DIR:-$REPO/.cache/bench}"
+OUR_PORT="${OUR_PORT:-30123}"
+SERVER_START_TIMEOUT="${SERVER_START_TIMEOUT:-600}"
+mkdir -p "$BENCH_DIR"
+
+if [[ -x "$REPO/.tools/node_modules/.bin/deno" ]]; then DENO="$REPO/.tools/node_modules/.bin/deno"
+elif [[ -x /work/main/.tools/node_modules/.bin/deno ]]; then DENO=/work/main/.tools/node_modules/.bin/deno
+else DENO="$(command -v deno || true)"; fi
+[[ -n "$DENO" ]] || { echo "deno not found: npm install --prefix .tools deno@2" >&2; exit 2; }
+[[ -f "$MODEL_DIR/config.json" ]] || { echo "model config not found: $MODEL_DIR (set LLM_MODELS_DIR)" >&2; exit 2; }
+
+log() { echo "[bench_cpu] $*" >&2; }
+json_field() { node -e 'const v=JSON.parse(require("fs").readFileSync(0,"utf8"));const r=process.argv[1].split(".").reduce((o,k)=>o==null?o:o[k],v);console.log(r==null?"":r)' "$1"; }
+median() { node -e 'const v=process.argv.slice(1).map(Number).filter(Number.isFinite).sort((a,b)=>a-b);if(!v.length){console.log("");process.exit()}const m=v.length>>1;console.log(v.length%2?v[m]:(v[m-1]+v[m])/2)' "$@"; }
+
+# Bytes of weights one decode step reads (bf16/f16: 2 bytes a parameter; tied embeddings read once).
+WEIGHT_BYTES="$(node -e '
+const c = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+const h = c.hidden_size, hd = c.head_dim ?? h / c.num_attention_heads;
+const q = c.num_attention_heads * hd, kv = c.num_key_value_heads * hd, f = c.intermediate_size;
+const layer = h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h;
+const params = c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * layer + h;
+console.log(params * 2);' "$MODEL_DIR/config.json")"
+
+# 1. Memory bandwidth.
+log "memory bandwidth probe"
+cargo build --release --example membw -q
+MEMBW_JSON="$(RAYON_NUM_THREADS="$THREADS" "$REPO/target/release/examples/membw" --size-mib 1024 --passes 7 --weight-bytes "$WEIGHT_BYTES" --json)"
+BANDWIDTH="$(echo "$MEMBW_JSON" | json_field read_gb_s)"
+CEILING="$(echo "$MEMBW_JSON" | json_field decode_ceiling_tok_s)"
+
+# 2. llama.cpp peer.
+LC_PREFILL="" LC_B1="" LC_BN=""
+if [[ -z "${SKIP_LLAMACPP:-}" ]]; then
+  GGUF="$BENCH_DIR/$MODEL_NAME-f16-random.gguf"
+  if [[ ! -s "$GGUF" ]]; then
+    WRITER="$REPO/scripts/gguf_writer.ts"
+    [[ -f "$WRITER" ]] || WRITER="$REPO/scripts/bench/gguf_f16.ts"
+    log "writing $GGUF with $WRITER"
+    "$DENO" run -A "$WRITER" --config "$MODEL_DIR/config.json" --tokenizer "$MODEL_DIR/tokenizer.json" \
+      --type f16 --seed 1 --out "$GGUF" >&2
+  fi
+  if [[ ! -d "$REPO/.tools/llamacpp/node_modules/node-llama-cpp" ]]; then
+    log "installing node-llama-cpp prebuilt CPU binaries (no build, no download at run time)"
+    mkdir -p "$REPO/.tools/llamacpp"
+    (cd "$REPO/.tools/llamacpp" && { [[ -f package.json ]] || echo '{"private":true,"type":"module"}' > package.json; } &&
+      npm install --no-audit --no-fund --ignore-scripts --omit=optional node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 >&2)
+  fi
+  log "llama.cpp: prefill $PROMPT_LEN, decode batch 1 and $BATCH"
+  LC_JSON="$(node scripts/bench_llamacpp.mjs --model "$GGUF" --threads "$THREADS" --prompt-len "$PROMPT_LEN" \
+    --gen "$GEN" --batch "1,$BATCH" --decode-context "$DECODE_CONTEXT" --repeats "$REPEATS" --json | tail -1)"
+  echo "$LC_JSON" >> "$BENCH_DIR/llamacpp.jsonl"
+  LC_PREFILL="$(echo "$LC_JSON" | json_field prefill_tok_s)"
+  LC_B1="$(echo "$LC_JSON" | json_field decode_tok_s.1)"
+  LC_BN="$(echo "$LC_JSON" | json_field "decode_tok_s.$BATCH")"
+fi
+
+# 3. Our engine, through its HTTP server.
+SERVER_PID=""
+cleanup() { [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+BASE_URL="${OUR_BASE_URL:-}"
+if [[ -z "$BASE_URL" ]]; then
+  BASE_URL="http://127.0.0.1:$OUR_PORT"
+  log "starting our server (log: $BENCH_DIR/server.log)"
+  cargo build --release -p llm-engine -q
+  "$DENO" run -A main.ts --model-path "$MODEL_DIR" --load-format dummy --dtype bfloat16 --threads "$THREADS" \
+    --port "$OUR_PORT" > "$BENCH_DIR/server.log" 2>&1 &
+  SERVER_PID=$!
+  for ((waited = 0; waited < SERVER_START_TIMEOUT; waited++)); do
+    curl -sf "$BASE_URL/health" > /dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { log "server exited; see $BENCH_DIR/server.log"; SERVER_PID=""; break; }
+    sleep 1
+  done
+fi
+OUR_PREFILL="" OUR_B1="" OUR_BN=""
+if curl -sf "$BASE_URL/health" > /dev/null 2>&1; then
+  # Prints the run's JSONL record ({"completed":0} when it failed) and keeps it in ours.jsonl.
+  bench() {
+    local record="$BENCH_DIR/last_run.jsonl"
+    rm -f "$record"
+    "$DENO" run -A scripts/bench_serving.ts --base-url "$BASE_URL" --backend sglang --tokenizer "$MODEL_DIR" \
+      --dataset-name random --random-range-ratio 1 --output-file "$record" "$@" >&2 || true
+    if [[ -s "$record" ]]; then cat "$record" >> "$BENCH_DIR/ours.jsonl"; tail -1 "$record"; else echo '{"completed":0}'; fi
+  }
+  log "ours: prefill $PROMPT_LEN (TTFT of 1-token requests)"
+  REC="$(bench --max-concurrency 1 --num-prompts "$REPEATS" --random-input-len "$PROMPT_LEN" --random-output-len 1)"
+  OUR_PREFILL="$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed?process.argv[2]/(r.median_ttft_ms/1000):"")' "$REC" "$PROMPT_LEN")"
+  log "ours: decode batch 1"
+  REC="$(bench --max-concurrency 1 --num-prompts "$REPEATS" --random-input-len "$DECODE_CONTEXT" --random-output-len "$GEN")"
+  OUR_B1="$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed?1000/r.median_itl_ms:"")' "$REC")"
+  log "ours: decode batch $BATCH"
+  RATES=()
+  for ((i = 0; i < REPEATS; i++)); do
+    REC="$(bench --max-concurrency "$BATCH" --num-prompts "$BATCH" --seed "$((i + 1))" --random-input-len "$DECODE_CONTEXT" --random-output-len "$GEN")"
+    # Steady-state decode: every ITL gap is one step producing a token for each running sequence.
+    RATES+=("$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed===+process.argv[2]?process.argv[2]*1000/r.median_itl_ms:"")' "$REC" "$BATCH")")
+  done
+  OUR_BN="$(median "${RATES[@]}")"
+else
+  log "our server is not answering at $BASE_URL; its column stays empty"
+fi
+
+# 4. One table.
+node - "$BANDWIDTH" "$CEILING" "$WEIGHT_BYTES" "$BATCH" "$PROMPT_LEN" "$THREADS" \
+  "$LC_PREFILL" "$LC_B1" "$LC_BN" "$OUR_PREFILL" "$OUR_B1" "$OUR_BN" <<'JS'
+const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN] = process.argv.slice(2);
+const num = (s) => (s === "" || s === undefined ? null : Number(s));
+const cell = (v) => (v === null ? "n/a" : v.toFixed(2));
+const ratio = (a, b) => (a === null || b === null || b === 0 ? "n/a" : (a / b).toFixed(2) + "x");
+console.log(`\nCPU benchmark: ${process.env.MODEL_NAME ?? "llama-3.2-1b-instruct"} shape, ${threads} threads, weights ${(bytes / 1e9).toFixed(3)} GB (16-bit)`);
+console.log(`memory read bandwidth ${Number(bw).toFixed(2)} GB/s -> decode ceiling ${Number(ceiling).toFixed(2)} tok/s at batch 1`);
+const rows = [
+  [`prefill ${promptLen} (tok/s)`, num(lcP), num(ourP), null],
+  ["decode batch 1 (tok/s)", num(lc1), num(our1), num(ceiling)],
+  [`decode batch ${batch} (tok/s)`, num(lcN), num(ourN), null],
+];
+const line = (cols) => cols.map((c, i) => (i === 0 ? c.padEnd(26) : c.padStart(12))).join(" ");
+console.log(line(["", "llama.cpp", "ours", "ours/llama", "ours/ceiling"]));
+for (const [name, lc, ours, ceil] of rows) {
+  console.log(line([name, cell(lc), cell(ours), ratio(ours, lc), ceil === null ? "" : ratio(ours, ceil)]));
+}
+JS
