@@ -113,10 +113,10 @@ impl GgufFile {
         let n_kv = r.u64().map_err(&fail)?;
         // Each KV needs at least 8 (key len) + 4 (type) + 1 bytes; each tensor info at least 8+4+8+4+8.
         if n_kv > r.remaining() as u64 / 13 {
-            return Err(fail(format!("header claims {n_kv} metadata entries, more than the file can hold")));
+            return Err(fail(format!("truncated or corrupt: header claims {n_kv} metadata entries, more than the file can hold")));
         }
         if n_tensors > r.remaining() as u64 / 32 {
-            return Err(fail(format!("header claims {n_tensors} tensors, more than the file can hold")));
+            return Err(fail(format!("truncated or corrupt: header claims {n_tensors} tensors, more than the file can hold")));
         }
         let mut metadata = Vec::with_capacity(n_kv as usize);
         let mut meta_index = HashMap::new();

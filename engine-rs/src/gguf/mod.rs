@@ -18,6 +18,7 @@ pub mod qmatrix;
 pub mod quants;
 pub mod rope_permute;
 pub mod value;
+pub mod writer;
 
 pub use dtype::GgmlType;
 pub use file::{GgufError, GgufFile, TensorInfo};
