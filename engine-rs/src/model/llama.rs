@@ -1,1 +1,253 @@
-//! (to be written)
+//! HF `LlamaForCausalLM`: embedding, per layer RMSNorm → GQA attention with RoPE → residual →
+//! RMSNorm → SwiGLU MLP → residual, then the final norm and the (tied or untied) lm_head.
+//! Projections run as one GEMM over every token of the batch; attention runs per sequence.
+
+use super::attention::{attend, Heads, SeqSpan};
+use super::rope::Rope;
+use super::{ForwardSeq, Model};
+use crate::backend::cpu::matrix::{DType, Matrix};
+use crate::backend::cpu::{silu_mul, add_in_place, Kernels};
+use crate::config::ModelConfig;
+use crate::kv::cache::KvCache;
+use crate::loader::source::WeightSource;
+
+struct Layer {
+    input_norm: Vec<f32>,
+    post_attention_norm: Vec<f32>,
+    q_proj: Matrix,
+    k_proj: Matrix,
+    v_proj: Matrix,
+    o_proj: Matrix,
+    gate_proj: Matrix,
+    up_proj: Matrix,
+    down_proj: Matrix,
+}
+
+pub struct Llama {
+    config: ModelConfig,
+    kernels: Kernels,
+    embed_tokens: Matrix,
+    /// None when the embeddings are tied.
+    lm_head: Option<Matrix>,
+    final_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    rope: Rope,
+    pool: Option<rayon::ThreadPool>,
+    weight_bytes: usize,
+    weight_dtype: DType,
+}
+
+impl Llama {
+    /// Builds the model from `source`, checking every tensor's shape against `config`.
+    pub fn new(config: ModelConfig, source: &WeightSource, convert_to: Option<DType>, kernels: Kernels) -> Result<Llama, String> {
+        let c = &config;
+        let (hidden, inter) = (c.hidden_size, c.intermediate_size);
+        let m = |name: &str, rows: usize, cols: usize| source.matrix(name, rows, cols, convert_to);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Layer {
+                input_norm: source.norm(&format!("{p}.input_layernorm.weight"), hidden)?,
+                post_attention_norm: source.norm(&format!("{p}.post_attention_layernorm.weight"), hidden)?,
+                q_proj: m(&format!("{p}.self_attn.q_proj.weight"), c.q_dim(), hidden)?,
+                k_proj: m(&format!("{p}.self_attn.k_proj.weight"), c.kv_dim(), hidden)?,
+                v_proj: m(&format!("{p}.self_attn.v_proj.weight"), c.kv_dim(), hidden)?,
+                o_proj: m(&format!("{p}.self_attn.o_proj.weight"), hidden, c.q_dim())?,
+                gate_proj: m(&format!("{p}.mlp.gate_proj.weight"), inter, hidden)?,
+                up_proj: m(&format!("{p}.mlp.up_proj.weight"), inter, hidden)?,
+                down_proj: m(&format!("{p}.mlp.down_proj.weight"), hidden, inter)?,
+            });
+        }
+        let embed_tokens = m("model.embed_tokens.weight", c.vocab_size, hidden)?;
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(m("lm_head.weight", c.vocab_size, hidden)?)
+        };
+        let final_norm = source.norm("model.norm.weight", hidden)?;
+        let mut weight_bytes = embed_tokens.size_bytes() + lm_head.as_ref().map_or(0, |h| h.size_bytes());
+        weight_bytes += final_norm.len() * 4;
+        for l in &layers {
+            weight_bytes += [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]
+                .iter()
+                .map(|w| w.size_bytes())
+                .sum::<usize>()
+                + (l.input_norm.len() + l.post_attention_norm.len()) * 4;
+        }
+        let weight_dtype = layers.first().map_or(embed_tokens.dtype, |l| l.q_proj.dtype);
+        Ok(Llama {
+            rope: Rope::new(&config),
+            config,
+            kernels,
+            embed_tokens,
+            lm_head,
+            final_norm,
+            layers,
+            pool: None,
+            weight_bytes,
+            weight_dtype,
+        })
+    }
+
+    /// Runs forward passes on `pool` instead of the caller's (global) rayon pool.
+    pub fn with_pool(mut self, pool: rayon::ThreadPool) -> Llama {
+        self.pool = Some(pool);
+        self
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    fn validate(&self, batch: &[ForwardSeq], kv: &KvCache) -> Result<(), String> {
+        let c = &self.config;
+        if kv.num_layers != c.num_hidden_layers || kv.kv_dim != c.kv_dim() {
+            return Err(format!(
+                "KV cache shape (layers {}, kv_dim {}) does not match the model (layers {}, kv_dim {})",
+                kv.num_layers,
+                kv.kv_dim,
+                c.num_hidden_layers,
+                c.kv_dim()
+            ));
+        }
+        for (i, s) in batch.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(format!("batch[{i}]: no tokens"));
+            }
+            let want = s.start_pos + s.tokens.len();
+            if s.slots.len() != want {
+                return Err(format!("batch[{i}]: {} slots given, start_pos + tokens needs {want}", s.slots.len()));
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(format!("batch[{i}]: token id {t} is outside the vocabulary ({})", c.vocab_size));
+            }
+            if let Some(&slot) = s.slots.iter().find(|&&x| x as usize >= kv.num_slots) {
+                return Err(format!("batch[{i}]: KV slot {slot} is outside the cache ({} slots)", kv.num_slots));
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
+        let c = &self.config;
+        let k = &self.kernels;
+        let (hidden, inter, q_dim, kv_dim, hd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
+        let n: usize = batch.iter().map(|s| s.tokens.len()).sum();
+        let heads = Heads { num_heads: c.num_attention_heads, num_kv_heads: c.num_key_value_heads, head_dim: hd };
+
+        let mut x = vec![0.0f32; n * hidden];
+        let mut positions = Vec::with_capacity(n);
+        let mut new_slots = Vec::with_capacity(n);
+        let mut spans = Vec::with_capacity(batch.len());
+        for s in batch {
+            spans.push(SeqSpan { first_row: positions.len(), len: s.tokens.len(), start_pos: s.start_pos, slots: s.slots });
+            for (i, &t) in s.tokens.iter().enumerate() {
+                let row = positions.len();
+                self.embed_tokens.row_to_f32(t as usize, &mut x[row * hidden..(row + 1) * hidden]);
+                positions.push(s.start_pos + i);
+                new_slots.push(s.slots[s.start_pos + i] as usize);
+            }
+        }
+
+        let mut h = vec![0.0f32; n * hidden];
+        let mut q = vec![0.0f32; n * q_dim];
+        let mut kn = vec![0.0f32; n * kv_dim];
+        let mut vn = vec![0.0f32; n * kv_dim];
+        let mut att = vec![0.0f32; n * q_dim];
+        let mut o = vec![0.0f32; n * hidden];
+        let mut gate = vec![0.0f32; n * inter];
+        let mut up = vec![0.0f32; n * inter];
+        let mut down = vec![0.0f32; n * hidden];
+        let eps = c.rms_norm_eps;
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            if li == 0 {
+                k.rmsnorm(&x, &layer.input_norm, eps, &mut h);
+            } else {
+                k.add_rmsnorm(&mut x, &down, &layer.input_norm, eps, &mut h);
+            }
+            k.matmul(&h, n, &layer.q_proj, &mut q);
+            k.matmul(&h, n, &layer.k_proj, &mut kn);
+            k.matmul(&h, n, &layer.v_proj, &mut vn);
+            for (row, &pos) in positions.iter().enumerate() {
+                self.rope.apply(&mut q[row * q_dim..(row + 1) * q_dim], hd, pos);
+                self.rope.apply(&mut kn[row * kv_dim..(row + 1) * kv_dim], hd, pos);
+            }
+            {
+                let (kc, vc) = kv.layer_mut(li);
+                for (row, &slot) in new_slots.iter().enumerate() {
+                    kc[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(&kn[row * kv_dim..(row + 1) * kv_dim]);
+                    vc[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(&vn[row * kv_dim..(row + 1) * kv_dim]);
+                }
+            }
+            let (kc, vc) = kv.layer(li);
+            attend(k, heads, &spans, &q, kc, vc, &mut att);
+            k.matmul(&att, n, &layer.o_proj, &mut o);
+            k.add_rmsnorm(&mut x, &o, &layer.post_attention_norm, eps, &mut h);
+            k.matmul(&h, n, &layer.gate_proj, &mut gate);
+            k.matmul(&h, n, &layer.up_proj, &mut up);
+            silu_mul(&mut gate, &up);
+            k.matmul(&gate, n, &layer.down_proj, &mut down);
+        }
+        if !self.layers.is_empty() {
+            add_in_place(&mut x, &down);
+        }
+
+        // Only the rows that need logits go through the final norm and the (large) lm_head.
+        let mut picked: Vec<usize> = Vec::new();
+        for (s, span) in batch.iter().zip(&spans) {
+            if s.all_logits {
+                picked.extend(span.first_row..span.first_row + span.len);
+            } else {
+                picked.push(span.first_row + span.len - 1);
+            }
+        }
+        let mut sel = vec![0.0f32; picked.len() * hidden];
+        for (i, &row) in picked.iter().enumerate() {
+            sel[i * hidden..(i + 1) * hidden].copy_from_slice(&x[row * hidden..(row + 1) * hidden]);
+        }
+        let mut normed = vec![0.0f32; sel.len()];
+        k.rmsnorm(&sel, &self.final_norm, eps, &mut normed);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        let mut logits = vec![0.0f32; picked.len() * c.vocab_size];
+        k.matmul(&normed, picked.len(), head, &mut logits);
+        logits
+    }
+}
+
+impl Model for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Invalid batches return an empty Vec (the reason is in `try_forward`'s error).
+    fn forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
+        self.try_forward(batch, kv).unwrap_or_else(|e| {
+            eprintln!("forward rejected: {e}");
+            Vec::new()
+        })
+    }
+
+    fn try_forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Result<Vec<f32>, String> {
+        self.validate(batch, kv)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(match &self.pool {
+            Some(pool) => pool.install(|| self.run(batch, kv)),
+            None => self.run(batch, kv),
+        })
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    fn weight_dtype(&self) -> &'static str {
+        self.weight_dtype.name()
+    }
+
+    fn kernel_isa(&self) -> &'static str {
+        self.kernels.isa.name()
+    }
+}

@@ -31,6 +31,24 @@ pub trait Model: Send + Sync {
     fn forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32>;
     /// Bytes held by the weights (resident or mapped), for memory planning and logs.
     fn weight_bytes(&self) -> usize;
+    /// Like `forward`, but an invalid batch (slot count, slot or token out of range, KV shape)
+    /// is an error instead of an empty result.
+    fn try_forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Result<Vec<f32>, String> {
+        Ok(self.forward(batch, kv))
+    }
+    /// Weight storage dtype for logs and server info ("bfloat16", "float32", "float16").
+    fn weight_dtype(&self) -> &'static str {
+        "float32"
+    }
+    /// Which CPU kernel path runs ("avx512", "avx2", "scalar").
+    fn kernel_isa(&self) -> &'static str {
+        "scalar"
+    }
 }
 
+pub mod attention;
 pub mod llama;
+pub mod rope;
+
+/// The loader's entry point, re-exported: `load_model(&LoadOptions) -> Result<Box<dyn Model>, String>`.
+pub use crate::loader::{load_model, LoadOptions};

@@ -1,1 +1,209 @@
-//! (to be written)
+//! CPU kernels. The instruction set is chosen once at run time (`Isa::detect`) and carried in a
+//! `Kernels` value owned by the model, so one binary runs on AVX-512, AVX2 or plain CPUs.
+//! Matmuls take f32 activations and weights in their stored dtype (f32, bf16, f16) and
+//! accumulate in f32; they split the weight rows across the current rayon pool.
+
+pub mod matrix;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+#[cfg(test)]
+mod tests;
+
+use matrix::{DType, Matrix};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        *Isa::available().last().unwrap_or(&Isa::Scalar)
+    }
+
+    /// Every instruction set this CPU can run, slowest first (Scalar always).
+    pub fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut list = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                list.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+            {
+                list.push(Isa::Avx512);
+            }
+        }
+        list
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn at(self, i: usize) -> *mut f32 {
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// Weight bytes one task keeps hot while it sweeps the tokens (fits in L2 with room for activations).
+const TASK_WEIGHT_BYTES: usize = 256 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    pub isa: Isa,
+}
+
+impl Kernels {
+    pub fn detect() -> Kernels {
+        Kernels { isa: Isa::detect() }
+    }
+
+    /// Kernels for `isa`, or an error if this CPU lacks it.
+    pub fn with_isa(isa: Isa) -> Result<Kernels, String> {
+        if Isa::available().contains(&isa) {
+            Ok(Kernels { isa })
+        } else {
+            Err(format!("this CPU does not support the {} kernels", isa.name()))
+        }
+    }
+
+    /// out (n x m) = x (n x k) · wᵀ, where w is m x k. Rows of w are split across the current
+    /// rayon pool; each task reads its rows once for all n tokens.
+    pub fn matmul(&self, x: &[f32], n: usize, w: &Matrix, out: &mut [f32]) {
+        let (m, k) = (w.rows, w.cols);
+        assert!(x.len() >= n * k && out.len() >= n * m, "matmul: buffer too small");
+        if n == 0 || m == 0 {
+            return;
+        }
+        let es = w.dtype.size();
+        let threads = rayon::current_num_threads().max(1);
+        let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(4) & !3;
+        let by_threads = m.div_ceil(threads * 4).next_multiple_of(4);
+        let rows_per_task = by_cache.min(by_threads).max(4);
+        let tasks = m.div_ceil(rows_per_task);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let bytes = w.bytes();
+        let run = |task: usize| {
+            let r0 = task * rows_per_task;
+            let r1 = (r0 + rows_per_task).min(m);
+            let wb = &bytes[r0 * k * es..r1 * k * es];
+            // Safety: tasks write disjoint columns r0..r1 of the n x m output.
+            unsafe { self.gemm_rows(x, n, k, wb, w.dtype, r1 - r0, out_ptr.at(r0), m) };
+        };
+        if tasks == 1 {
+            run(0);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+    }
+
+    /// Safety: out[t*ldo + r] must be writable for t < n, r < nrows; w holds nrows*k elements.
+    unsafe fn gemm_rows(&self, x: &[f32], n: usize, k: usize, w: &[u8], dtype: DType, nrows: usize, out: *mut f32, ldo: usize) {
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::gemm_rows(x.as_ptr(), n, k, w.as_ptr(), dtype, nrows, out, ldo),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::gemm_rows(x.as_ptr(), n, k, w.as_ptr(), dtype, nrows, out, ldo),
+            _ => {
+                let mut local = vec![0.0f32; n * nrows];
+                scalar::gemm_rows(x, n, k, w, dtype, nrows, &mut local, nrows);
+                for t in 0..n {
+                    for r in 0..nrows {
+                        *out.add(t * ldo + r) = local[t * nrows + r];
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::dot(a, b) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::dot(a, b) },
+            _ => scalar::dot(a, b),
+        }
+    }
+
+    /// out = x / rms(x) * w, row by row (rows of w.len()), as HF LlamaRMSNorm in float32.
+    pub fn rmsnorm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        let rows = x.len() / d;
+        let apply = |(xr, or): (&[f32], &mut [f32])| {
+            let inv = 1.0 / (self.dot(xr, xr) / d as f32 + eps).sqrt();
+            for ((o, &xv), &wv) in or.iter_mut().zip(xr).zip(w) {
+                *o = wv * (xv * inv);
+            }
+        };
+        if rows > 8 {
+            x.par_chunks(d).zip(out.par_chunks_mut(d)).for_each(apply);
+        } else {
+            x.chunks(d).zip(out.chunks_mut(d)).for_each(apply);
+        }
+    }
+
+    /// x += delta, then out = rmsnorm(x): the residual add fused with the next norm.
+    pub fn add_rmsnorm(&self, x: &mut [f32], delta: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        let apply = |((xr, dr), or): ((&mut [f32], &[f32]), &mut [f32])| {
+            for (a, &b) in xr.iter_mut().zip(dr) {
+                *a += b;
+            }
+            let inv = 1.0 / (self.dot(xr, xr) / d as f32 + eps).sqrt();
+            for ((o, &xv), &wv) in or.iter_mut().zip(xr.iter()).zip(w) {
+                *o = wv * (xv * inv);
+            }
+        };
+        if x.len() / d > 8 {
+            x.par_chunks_mut(d).zip(delta.par_chunks(d)).zip(out.par_chunks_mut(d)).for_each(apply);
+        } else {
+            x.chunks_mut(d).zip(delta.chunks(d)).zip(out.chunks_mut(d)).for_each(apply);
+        }
+    }
+}
+
+/// gate = silu(gate) * up, elementwise (the SwiGLU activation).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    const CHUNK: usize = 4096;
+    let apply = |(g, u): (&mut [f32], &[f32])| {
+        for (a, &b) in g.iter_mut().zip(u) {
+            *a = *a / (1.0 + (-*a).exp()) * b;
+        }
+    };
+    if gate.len() > 4 * CHUNK {
+        gate.par_chunks_mut(CHUNK).zip(up.par_chunks(CHUNK)).for_each(apply);
+    } else {
+        apply((gate, up));
+    }
+}
+
+/// x += delta.
+pub fn add_in_place(x: &mut [f32], delta: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(delta) {
+        *a += b;
+    }
+}

@@ -1,0 +1,148 @@
+//! AVX-512 kernels. bf16 weights are widened to f32 with a shift (exact) and multiplied with FMA,
+//! so results match the f32 reference up to summation order; `vdpbf16ps` is not used because
+//! it would round the activations to bf16 and break the float32 golden path.
+
+use super::matrix::DType;
+use std::arch::x86_64::*;
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_f32(p: *const u8, i: usize) -> __m512 {
+    _mm512_loadu_ps((p as *const f32).add(i))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_f32_masked(p: *const u8, i: usize, m: __mmask16) -> __m512 {
+    _mm512_maskz_loadu_ps(m, (p as *const f32).add(i))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn widen_bf16(h: __m256i) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_bf16(p: *const u8, i: usize) -> __m512 {
+    widen_bf16(_mm256_loadu_si256((p as *const u16).add(i) as *const __m256i))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_bf16_masked(p: *const u8, i: usize, m: __mmask16) -> __m512 {
+    widen_bf16(_mm256_maskz_loadu_epi16(m, (p as *const u16).add(i) as *const i16))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_f16(p: *const u8, i: usize) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256((p as *const u16).add(i) as *const __m256i))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn load_f16_masked(p: *const u8, i: usize, m: __mmask16) -> __m512 {
+    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (p as *const u16).add(i) as *const i16))
+}
+
+macro_rules! kernels_for_dtype {
+    ($tile:ident, $rows:ident, $es:expr, $load:ident, $load_masked:ident) => {
+        /// An R-rows x T-tokens register tile: each weight vector is loaded and widened once
+        /// and used for all T tokens.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn $tile<const R: usize, const T: usize>(
+            x: *const f32,
+            k: usize,
+            w: *const u8,
+            out: *mut f32,
+            ldo: usize,
+        ) {
+            let mut acc = [[_mm512_setzero_ps(); T]; R];
+            let full = k & !15;
+            let mut i = 0;
+            while i < full {
+                let mut wv = [_mm512_setzero_ps(); R];
+                for r in 0..R {
+                    wv[r] = $load(w.add(r * k * $es), i);
+                }
+                for t in 0..T {
+                    let xv = _mm512_loadu_ps(x.add(t * k + i));
+                    for r in 0..R {
+                        acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                    }
+                }
+                i += 16;
+            }
+            if full < k {
+                let m = ((1u32 << (k - full)) - 1) as __mmask16;
+                let mut wv = [_mm512_setzero_ps(); R];
+                for r in 0..R {
+                    wv[r] = $load_masked(w.add(r * k * $es), full, m);
+                }
+                for t in 0..T {
+                    let xv = _mm512_maskz_loadu_ps(m, x.add(t * k + full));
+                    for r in 0..R {
+                        acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for t in 0..T {
+                    *out.add(t * ldo + r) = _mm512_reduce_add_ps(acc[r][t]);
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn $rows(x: *const f32, n: usize, k: usize, w: *const u8, nrows: usize, out: *mut f32, ldo: usize) {
+            let mut t = 0;
+            while t < n {
+                let tn = (n - t).min(4);
+                let xt = x.add(t * k);
+                let ot = out.add(t * ldo);
+                let mut r = 0;
+                while r + 4 <= nrows {
+                    let (wr, or) = (w.add(r * k * $es), ot.add(r));
+                    match tn {
+                        4 => $tile::<4, 4>(xt, k, wr, or, ldo),
+                        3 => $tile::<4, 3>(xt, k, wr, or, ldo),
+                        2 => $tile::<4, 2>(xt, k, wr, or, ldo),
+                        _ => $tile::<4, 1>(xt, k, wr, or, ldo),
+                    }
+                    r += 4;
+                }
+                while r < nrows {
+                    let (wr, or) = (w.add(r * k * $es), ot.add(r));
+                    match tn {
+                        4 => $tile::<1, 4>(xt, k, wr, or, ldo),
+                        3 => $tile::<1, 3>(xt, k, wr, or, ldo),
+                        2 => $tile::<1, 2>(xt, k, wr, or, ldo),
+                        _ => $tile::<1, 1>(xt, k, wr, or, ldo),
+                    }
+                    r += 1;
+                }
+                t += tn;
+            }
+        }
+    };
+}
+
+kernels_for_dtype!(tile_f32, rows_f32, 4, load_f32, load_f32_masked);
+kernels_for_dtype!(tile_bf16, rows_bf16, 2, load_bf16, load_bf16_masked);
+kernels_for_dtype!(tile_f16, rows_f16, 2, load_f16, load_f16_masked);
+
+/// Same contract as `scalar::gemm_rows`, given as raw pointers so threads can write disjoint
+/// columns of one output. Safety: the CPU has avx512f/bw/vl; `x` holds n*k floats, `w` nrows*k
+/// elements, and out[t*ldo + r] is writable for t < n, r < nrows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn gemm_rows(x: *const f32, n: usize, k: usize, w: *const u8, dtype: DType, nrows: usize, out: *mut f32, ldo: usize) {
+    match dtype {
+        DType::F32 => rows_f32(x, n, k, w, nrows, out, ldo),
+        DType::BF16 => rows_bf16(x, n, k, w, nrows, out, ldo),
+        DType::F16 => rows_f16(x, n, k, w, nrows, out, ldo),
+    }
+}
+
+/// Safety: the CPU has avx512f/bw/vl; a and b have equal lengths.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut out = 0.0f32;
+    tile_f32::<1, 1>(b.as_ptr(), a.len(), a.as_ptr() as *const u8, &mut out, 1);
+    out
+}

@@ -1,0 +1,124 @@
+//! A weight matrix in its stored dtype, either borrowed from a memory-mapped checkpoint or owned
+//! (dummy weights, dtype conversions). Rows are contiguous; `cols` elements per row.
+
+use memmap2::Mmap;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    BF16,
+    F16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::BF16 | DType::F16 => 2,
+        }
+    }
+    /// The name HF/SGLang use (`--dtype` values).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::BF16 => "bfloat16",
+            DType::F16 => "float16",
+        }
+    }
+}
+
+/// Where a matrix's bytes live. Mapped bytes are used in place: no copy of the checkpoint.
+pub enum Storage {
+    Mapped { map: Arc<Mmap>, offset: usize, len: usize },
+    Owned(Vec<u8>),
+}
+
+pub struct Matrix {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    storage: Storage,
+}
+
+impl Matrix {
+    /// `storage` must hold exactly rows * cols * dtype.size() bytes (checked).
+    pub fn new(dtype: DType, rows: usize, cols: usize, storage: Storage) -> Result<Matrix, String> {
+        let m = Matrix { dtype, rows, cols, storage };
+        let want = rows
+            .checked_mul(cols)
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .ok_or("matrix size overflows")?;
+        if m.bytes().len() != want {
+            return Err(format!("matrix {rows}x{cols} {:?} needs {want} bytes, got {}", dtype, m.bytes().len()));
+        }
+        Ok(m)
+    }
+
+    pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Matrix {
+        assert_eq!(values.len(), rows * cols);
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Matrix { dtype: DType::F32, rows, cols, storage: Storage::Owned(bytes) }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Mapped { map, offset, len } => &map[*offset..*offset + *len],
+            Storage::Owned(v) => v,
+        }
+    }
+
+    pub fn row_bytes(&self, row: usize) -> &[u8] {
+        let stride = self.cols * self.dtype.size();
+        &self.bytes()[row * stride..(row + 1) * stride]
+    }
+
+    /// Writes row `row` as f32 into `out` (`cols` long); exact for every stored dtype.
+    pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
+        bytes_to_f32(self.dtype, self.row_bytes(row), out);
+    }
+
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.rows * self.cols];
+        bytes_to_f32(self.dtype, self.bytes(), &mut out);
+        out
+    }
+
+    /// A bf16 copy (round to nearest even); bf16 input is returned as an owned copy.
+    pub fn to_bf16(&self) -> Matrix {
+        let mut tmp = vec![0.0f32; self.cols];
+        let mut bytes = Vec::with_capacity(self.rows * self.cols * 2);
+        for r in 0..self.rows {
+            self.row_to_f32(r, &mut tmp);
+            for &v in &tmp {
+                bytes.extend_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes());
+            }
+        }
+        Matrix { dtype: DType::BF16, rows: self.rows, cols: self.cols, storage: Storage::Owned(bytes) }
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
+pub fn bytes_to_f32(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(bytes.len(), out.len() * dtype.size());
+    match dtype {
+        DType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+            }
+        }
+        DType::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Every SIMD path must agree with the scalar reference.
+
+use super::matrix::{DType, Matrix, Storage};
+use super::*;
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn matrix_of(dtype: DType, rows: usize, cols: usize, values: &[f32]) -> Matrix {
+    let f32m = Matrix::from_f32(rows, cols, values);
+    match dtype {
+        DType::F32 => f32m,
+        DType::BF16 => f32m.to_bf16(),
+        DType::F16 => {
+            let bytes = values.iter().flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()).collect();
+            Matrix::new(DType::F16, rows, cols, Storage::Owned(bytes)).unwrap()
+        }
+    }
+}
+
+#[test]
+fn matmul_paths_agree_with_scalar() {
+    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+    let isas = Isa::available();
+    eprintln!("kernel paths on this CPU: {:?}", isas);
+    // Odd shapes exercise the row and k tails and every token-tile width.
+    for &(n, m, k) in &[(1, 7, 5), (3, 13, 172), (5, 64, 64), (9, 33, 100), (2, 130, 2048), (1, 1000, 17)] {
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let w = matrix_of(dtype, m, k, &pseudo_random(m * k, (n * m * k) as u64));
+            let x = pseudo_random(n * k, 7 + k as u64);
+            let mut want = vec![0.0; n * m];
+            scalar.matmul(&x, n, &w, &mut want);
+            for &isa in &isas {
+                let mut got = vec![f32::NAN; n * m];
+                Kernels::with_isa(isa).unwrap().matmul(&x, n, &w, &mut got);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-5 * (k as f32).sqrt() * (1.0 + b.abs());
+                    assert!((a - b).abs() <= tol, "{isa:?} {dtype:?} n={n} m={m} k={k} [{i}]: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_naive_definition() {
+    let k = Kernels::detect();
+    let (n, m, d) = (3, 5, 19);
+    let wv = pseudo_random(m * d, 3);
+    let x = pseudo_random(n * d, 4);
+    let mut out = vec![0.0; n * m];
+    k.matmul(&x, n, &Matrix::from_f32(m, d, &wv), &mut out);
+    for t in 0..n {
+        for r in 0..m {
+            let want: f64 = (0..d).map(|i| x[t * d + i] as f64 * wv[r * d + i] as f64).sum();
+            assert!((out[t * m + r] as f64 - want).abs() < 1e-5, "t={t} r={r}");
+        }
+    }
+}
+
+#[test]
+fn dot_and_rmsnorm_agree_across_paths() {
+    let a = pseudo_random(77, 1);
+    let b = pseudo_random(77, 2);
+    let w = pseudo_random(77, 3);
+    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+    let mut want = vec![0.0; 77];
+    scalar.rmsnorm(&a, &w, 1e-5, &mut want);
+    for isa in Isa::available() {
+        let k = Kernels::with_isa(isa).unwrap();
+        assert!((k.dot(&a, &b) - scalar.dot(&a, &b)).abs() < 1e-4);
+        let mut got = vec![0.0; 77];
+        k.rmsnorm(&a, &w, 1e-5, &mut got);
+        for (x, y) in got.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Rotary position embedding in HF's rotate-half layout: dimension i pairs with i + head_dim/2.
+
+use crate::config::ModelConfig;
+
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(config: &ModelConfig) -> Rope {
+        // HF transformers keeps inv_freq in a float buffer that is cast with the model: a checkpoint
+        // whose torch_dtype is bfloat16 runs with bf16-rounded frequencies even when upcast to
+        // float32 afterwards. The goldens come from that path, so we reproduce it (the change is
+        // well inside bf16 noise, and exact f32 checkpoints keep exact frequencies).
+        let round_to_bf16 = config.torch_dtype == "bfloat16";
+        let inv_freq = config
+            .rope_inv_freq()
+            .into_iter()
+            .map(|f| if round_to_bf16 { half::bf16::from_f32(f).to_f32() } else { f })
+            .collect();
+        Rope { inv_freq }
+    }
+
+    /// Rotates every head (`head_dim` floats each) of one token's vector `x` to position `pos`.
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        let half = head_dim / 2;
+        // HF forms the angle as a float32 product, then takes cos/sin of it.
+        let (cos, sin): (Vec<f32>, Vec<f32>) = self.inv_freq.iter().map(|&f| {
+            let angle = pos as f64 * f as f64;
+            (angle.cos() as f32, angle.sin() as f32)
+        }).unzip();
+        for head in x.chunks_exact_mut(head_dim) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * cos[i] - x2 * sin[i];
+                b[i] = x2 * cos[i] + x1 * sin[i];
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import { Tokenizer } from "@huggingface/tokenizers";
+import { ModelFolderError } from "../errors.ts";
+
+/** The model's tokenizer plus the facts the server needs around it (special tokens, EOS set). */
+export class TextTokenizer {
+  readonly eosTokenIds: Set<number>;
+  readonly specialIds: Set<number>;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly config: Record<string, unknown>;
+  readonly vocabSize: number;
+
+  constructor(
+    private readonly inner: Tokenizer,
+    config: Record<string, unknown>,
+    eosIds: number[],
+    specialIds: number[],
+    vocabSize: number,
+  ) {
+    this.config = config;
+    this.bosToken = tokenString(config.bos_token);
+    this.eosToken = tokenString(config.eos_token);
+    this.eosTokenIds = new Set(eosIds);
+    this.specialIds = new Set(specialIds);
+    this.vocabSize = vocabSize;
+  }
+
+  static async load(modelDir: string): Promise<TextTokenizer> {
+    const tokenizerJson = await readJson(`${modelDir}/tokenizer.json`, true);
+    const config = (await readJson(`${modelDir}/tokenizer_config.json`, false)) ?? {};
+    const generation = (await readJson(`${modelDir}/generation_config.json`, false)) ?? {};
+    const modelConfig = (await readJson(`${modelDir}/config.json`, false)) ?? {};
+    let inner: Tokenizer;
+    try {
+      inner = new Tokenizer(tokenizerJson, config);
+    } catch (e) {
+      throw new ModelFolderError(
+        `${modelDir}/tokenizer.json: cannot build the tokenizer: ${(e as Error).message}`,
+      );
+    }
+    const eos = new Set<number>();
+    for (const source of [modelConfig.eos_token_id, generation.eos_token_id]) {
+      for (const id of Array.isArray(source) ? source : [source]) if (Number.isInteger(id)) eos.add(id);
+    }
+    const eosName = tokenString(config.eos_token);
+    if (eos.size === 0 && eosName !== null) {
+      const id = inner.token_to_id(eosName);
+      if (id !== undefined) eos.add(id);
+    }
+    const special: number[] = [];
+    for (const t of (tokenizerJson.added_tokens ?? []) as { id: number; special: boolean }[]) {
+      if (t.special) special.push(t.id);
+    }
+    const vocabSize = Number(modelConfig.vocab_size ?? inner.get_vocab(true).size);
+    return new TextTokenizer(inner, config, [...eos], special, vocabSize);
+  }
+
+  /** Plain text prompts get the post-processor's special tokens (BOS); rendered chat templates carry their own. */
+  encode(text: string, addSpecialTokens = true): number[] {
+    return this.inner.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  decode(ids: number[], skipSpecialTokens = true): string {
+    if (ids.length === 0) return "";
+    return this.inner.decode(ids, {
+      skip_special_tokens: skipSpecialTokens,
+      clean_up_tokenization_spaces: false,
+    });
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.inner.id_to_token(id);
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.inner.token_to_id(token);
+  }
+
+  /** The text one token stands for on its own, as OpenAI logprobs show it. */
+  tokenText(id: number): string {
+    return this.inner.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+  }
+}
+
+function tokenString(value: unknown): string | null {
+  if (typeof value === "string") return value;
+  if (value && typeof value === "object" && typeof (value as { content?: unknown }).content === "string") {
+    return (value as { content: string }).content;
+  }
+  return null;
+}
+
+async function readJson(path: string, required: boolean): Promise<any> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (!required && e instanceof Deno.errors.NotFound) return null;
+    throw new ModelFolderError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ModelFolderError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+}
