@@ -9,7 +9,7 @@
 // --margins records llama.cpp's top-2 log-probability margin per greedy step; node-llama-cpp builds
 // the full probability map in JS for that, about 1.5 s per step, so it is off by default (the engine's
 // own logits give the margin for near-tie checks).
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -25,6 +25,9 @@ const steps = Number(arg("steps", "32"));
 const wantMargins = process.argv.includes("--margins");
 // --tokenize-only skips greedy generation (seconds instead of minutes on a busy 2-core machine).
 const tokenizeOnly = process.argv.includes("--tokenize-only");
+// --golden <golden.json>: greedy runs start from that file's prompt_ids (BOS included) for its
+// max_new_tokens, instead of the built-in prompts; used to check GGUF files written from HF weights.
+const goldenPath = arg("golden");
 if (!modelPath || !outPath) {
   console.error("usage: node scripts/llamacpp_vectors.mjs --model <file.gguf> --out <vectors.json> [--nlc dir] [--steps n]");
   process.exit(2);
@@ -91,12 +94,16 @@ for (const text of tokenizationTexts()) {
 
 const context = await model.createContext({ contextSize: 512, threads: 2 });
 const greedy = [];
-for (const prompt of tokenizeOnly ? [] : greedyPrompts) {
+const runs = goldenPath
+  ? JSON.parse(readFileSync(goldenPath, "utf8")).cases.map((c) => ({ prompt: c.prompt, ids: c.prompt_ids, steps: c.max_new_tokens }))
+  : greedyPrompts.map((prompt) => ({ prompt, ids: null, steps }));
+for (const run of tokenizeOnly ? [] : runs) {
+  const prompt = run.prompt;
   const sequence = context.getSequence();
   // llama.cpp adds BOS only when the model asks for it (add_bos_token); mirror that.
-  const promptIds = Array.from(model.tokenize(prompt, true));
+  const promptIds = run.ids ?? Array.from(model.tokenize(prompt, true));
   const bos = model.tokens.bos;
-  if (model.tokens.shouldPrependBosToken && bos != null && promptIds[0] !== bos) promptIds.unshift(bos);
+  if (!run.ids && model.tokens.shouldPrependBosToken && bos != null && promptIds[0] !== bos) promptIds.unshift(bos);
   const outputIds = [];
   const margins = [];
   const gen = wantMargins
@@ -109,7 +116,7 @@ for (const prompt of tokenizeOnly ? [] : greedyPrompts) {
       const probs = [...step.probabilities.values()].sort((a, b) => b - a);
       margins.push(probs.length > 1 ? Math.log(probs[0]) - Math.log(Math.max(probs[1], 1e-30)) : Infinity);
     }
-    if (outputIds.length >= steps || model.isEogToken?.(token)) break;
+    if (outputIds.length >= run.steps || model.isEogToken?.(token)) break;
   }
   greedy.push({ prompt, prompt_ids: promptIds, output_ids: outputIds, ...(wantMargins ? { top2_logprob_margins: margins } : {}) });
   sequence.dispose();
