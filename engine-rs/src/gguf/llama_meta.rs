@@ -117,6 +117,11 @@ impl LlamaParams {
             tie_word_embeddings: self.tie_word_embeddings,
             eos_token_ids: self.eos_token_ids.clone(),
             bos_token_id: self.bos_token_id,
+            // Llama 3 scaling reaches a GGUF model as the `rope_freqs.weight` tensor (per-frequency
+            // divisors), not as config values; the GGUF loader applies that tensor itself.
+            rope_scaling: None,
+            // Weights keep their GGUF types per tensor; there is no single checkpoint dtype.
+            torch_dtype: String::new(),
         }
     }
 }
