@@ -6,6 +6,7 @@ pub mod backend;
 pub mod config;
 pub mod engine;
 pub mod ffi;
+pub mod gguf;
 pub mod kv;
 pub mod loader;
 pub mod model;

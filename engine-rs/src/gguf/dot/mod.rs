@@ -1,0 +1,88 @@
+//! Dot products of one weight row (raw GGUF bytes) with one activation row, picked at run time:
+//! activations are first quantized per block the way ggml pairs them (Q8 per 32 for Q4_0/Q4_1/Q8_0,
+//! Q8_K per 256 for Q4_K/Q6_K) so the inner loops are integer multiply-adds; float weight types take
+//! the activations as f32. `scalar` is the reference every SIMD path is tested against.
+
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+
+use super::dtype::GgmlType;
+use super::quants::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
+
+/// One activation row in the form a weight type's dot product consumes.
+pub enum Activations {
+    Q8(Vec<Q8Block>),
+    Q8K(Vec<Q8KBlock>),
+    F32(Vec<f32>),
+}
+
+impl Activations {
+    /// Quantizes `x` (one row of `cols` floats) for dot products with `weight_type` rows.
+    pub fn quantize(weight_type: GgmlType, x: &[f32]) -> Activations {
+        match weight_type {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => Activations::Q8(quantize_q8(x)),
+            GgmlType::Q4_K | GgmlType::Q6_K => Activations::Q8K(quantize_q8k(x)),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => Activations::F32(x.to_vec()),
+        }
+    }
+}
+
+/// Instruction set a kernel runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The widest set this CPU has (checked once per call site by the caller; detection is cheap).
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("f16c")
+            {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Every set this CPU can run, narrowest first (for tests comparing paths).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i as u8 <= best as u8).collect()
+    }
+}
+
+/// Σ row·x for one row of `weight_type` against `act` (quantized from x for that type).
+/// Panics when `act`'s kind does not match the weight type or lengths disagree (caller bug, not input).
+pub fn vec_dot(isa: Isa, weight_type: GgmlType, row: &[u8], act: &Activations) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `isa` is only Avx2/Avx512 when `Isa::detect` found those features (callers get it from there).
+        if isa == Isa::Avx512 {
+            if let Some(v) = unsafe { avx512::vec_dot(weight_type, row, act) } {
+                return v;
+            }
+        }
+        if isa != Isa::Scalar {
+            if let Some(v) = unsafe { avx2::vec_dot(weight_type, row, act) } {
+                return v;
+            }
+        }
+    }
+    let _ = isa;
+    scalar::vec_dot(weight_type, row, act)
+}

@@ -1,0 +1,109 @@
+//! A weight matrix kept in its GGUF storage type (quantized or float) and multiplied without ever
+//! being expanded to f32: activations are quantized per block, rows are dotted in place, rayon
+//! splits the rows across threads.
+
+use super::dot::{vec_dot, Activations, Isa};
+use super::dtype::GgmlType;
+use super::quants::dequantize_row;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Bytes a matrix can borrow from: a mapped GGUF file, or an owned buffer (e.g. re-ordered rows).
+pub type WeightSource = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct QMatrix {
+    pub dtype: GgmlType,
+    /// Output features (rows of the HF `[out, in]` weight).
+    pub rows: usize,
+    /// Input features; a whole number of `dtype` blocks.
+    pub cols: usize,
+    source: WeightSource,
+    start: usize,
+    row_bytes: usize,
+}
+
+impl QMatrix {
+    /// A `rows × cols` matrix of `dtype` at `source[start..]`; errors when the geometry does not fit.
+    pub fn new(dtype: GgmlType, rows: usize, cols: usize, source: WeightSource, start: usize) -> Result<QMatrix, String> {
+        let row_bytes = dtype
+            .row_bytes(cols)
+            .ok_or_else(|| format!("{cols} columns are not a whole number of {dtype} blocks ({})", dtype.block_len()))?;
+        let len = row_bytes.checked_mul(rows).ok_or("matrix size overflows")?;
+        let have = (*source).as_ref().len();
+        if start.checked_add(len).map_or(true, |end| end > have) {
+            return Err(format!("{rows}×{cols} {dtype} needs {len} bytes at {start}, source has {have}"));
+        }
+        Ok(QMatrix { dtype, rows, cols, source, start, row_bytes })
+    }
+
+    pub fn from_vec(dtype: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<QMatrix, String> {
+        Self::new(dtype, rows, cols, Arc::new(bytes), 0)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.source).as_ref()[self.start..self.start + self.rows * self.row_bytes]
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Row `r` as floats (embedding lookup).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        dequantize_row(self.dtype, self.row(r), &mut out[..self.cols]);
+    }
+
+    /// `out[t * rows + r] = Σ_c self[r, c] * x[t * cols + c]` for `n_tokens` rows of `x`.
+    pub fn matmul(&self, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+        self.matmul_with(Isa::detect(), x, n_tokens, out)
+    }
+
+    /// `matmul` on a chosen instruction set (tests compare them).
+    pub fn matmul_with(&self, isa: Isa, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), n_tokens * self.cols, "matmul: x has {} floats, expected {n_tokens}×{}", x.len(), self.cols);
+        assert_eq!(out.len(), n_tokens * self.rows, "matmul: out has {} floats, expected {n_tokens}×{}", out.len(), self.rows);
+        if n_tokens == 0 || self.rows == 0 {
+            return;
+        }
+        let acts: Vec<Activations> = if n_tokens > 1 {
+            x.par_chunks(self.cols).map(|xt| Activations::quantize(self.dtype, xt)).collect()
+        } else {
+            vec![Activations::quantize(self.dtype, x)]
+        };
+        let chunk_rows = (self.rows / (rayon::current_num_threads() * 8)).clamp(16, 1024);
+        let dot_rows = |first_row: usize, dst: &mut [f32]| {
+            // dst is row-major over (row, token): one weight row is read once for every token.
+            for (i, per_token) in dst.chunks_mut(n_tokens).enumerate() {
+                let w = self.row(first_row + i);
+                for (o, a) in per_token.iter_mut().zip(&acts) {
+                    *o = vec_dot(isa, self.dtype, w, a);
+                }
+            }
+        };
+        if n_tokens == 1 {
+            out.par_chunks_mut(chunk_rows).enumerate().for_each(|(c, dst)| dot_rows(c * chunk_rows, dst));
+            return;
+        }
+        let mut by_row = vec![0f32; self.rows * n_tokens];
+        by_row
+            .par_chunks_mut(chunk_rows * n_tokens)
+            .enumerate()
+            .for_each(|(c, dst)| dot_rows(c * chunk_rows, dst));
+        for r in 0..self.rows {
+            for t in 0..n_tokens {
+                out[t * self.rows + r] = by_row[r * n_tokens + t];
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QMatrix({} {}×{})", self.dtype, self.rows, self.cols)
+    }
+}

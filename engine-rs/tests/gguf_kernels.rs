@@ -1,0 +1,213 @@
+//! Quantized kernels: every SIMD path equals the scalar reference, quantized dot products track the
+//! f32 dot of the dequantized weights, QMatrix matmul matches a dequantize-then-multiply reference,
+//! and the RoPE row reordering round-trips.
+
+use half::f16;
+use llm_engine::gguf::dot::{vec_dot, Activations, Isa};
+use llm_engine::gguf::quants::dequantize_row;
+use llm_engine::gguf::rope_permute::{permute_rows, unpermute_rows};
+use llm_engine::gguf::{GgmlType, QMatrix};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+/// A random but well-formed row: random quant bits, sane scales (random bits in a scale could be NaN).
+fn random_row(t: GgmlType, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut b: Vec<u8> = (0..t.row_bytes(cols).unwrap()).map(|_| rng.next() as u8).collect();
+    let bb = t.block_bytes();
+    match t {
+        GgmlType::F32 => {
+            for c in b.chunks_exact_mut(4) {
+                c.copy_from_slice(&rng.unit().to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for c in b.chunks_exact_mut(2) {
+                c.copy_from_slice(&f16::from_f32(rng.unit()).to_bits().to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for c in b.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::bf16::from_f32(rng.unit()).to_bits().to_le_bytes());
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q8_0 => {
+            for blk in b.chunks_exact_mut(bb) {
+                put_f16(blk, 0, rng.unit() * 0.1);
+            }
+        }
+        GgmlType::Q4_1 => {
+            for blk in b.chunks_exact_mut(bb) {
+                put_f16(blk, 0, rng.unit().abs() * 0.1);
+                put_f16(blk, 2, rng.unit() * 0.5);
+            }
+        }
+        GgmlType::Q4_K => {
+            for blk in b.chunks_exact_mut(bb) {
+                put_f16(blk, 0, rng.unit().abs() * 0.01);
+                put_f16(blk, 2, rng.unit().abs() * 0.01);
+            }
+        }
+        GgmlType::Q6_K => {
+            for blk in b.chunks_exact_mut(bb) {
+                put_f16(blk, 208, rng.unit() * 0.01);
+            }
+        }
+    }
+    b
+}
+
+fn random_x(n: usize, rng: &mut Rng) -> Vec<f32> {
+    // Mixed magnitudes, as real activations have (a few outliers dominate per-block scales).
+    (0..n).map(|i| rng.unit() * if i % 37 == 0 { 8.0 } else { 1.0 }).collect()
+}
+
+#[test]
+fn simd_paths_equal_scalar_reference() {
+    let isas = Isa::available();
+    eprintln!("ISAs on this CPU: {isas:?}");
+    let mut rng = Rng(42);
+    for t in GgmlType::ALL {
+        for &cols in &[256usize, 512, 768, 2304] {
+            for _ in 0..20 {
+                let row = random_row(t, cols, &mut rng);
+                let x = random_x(cols, &mut rng);
+                let act = Activations::quantize(t, &x);
+                let reference = vec_dot(Isa::Scalar, t, &row, &act);
+                let mut w = vec![0f32; cols];
+                dequantize_row(t, &row, &mut w);
+                let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                for &isa in &isas {
+                    let got = vec_dot(isa, t, &row, &act);
+                    assert!(
+                        (got - reference).abs() <= 1e-5 * scale,
+                        "{t} {isa:?} cols {cols}: {got} vs scalar {reference} (scale {scale})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_dot_tracks_f32_dot_of_dequantized_weights() {
+    let mut rng = Rng(7);
+    for t in GgmlType::ALL {
+        let cols = 1024;
+        let mut worst = 0f32;
+        for _ in 0..50 {
+            let row = random_row(t, cols, &mut rng);
+            let x = random_x(cols, &mut rng);
+            let mut w = vec![0f32; cols];
+            dequantize_row(t, &row, &mut w);
+            let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+            let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+            let got = vec_dot(Isa::detect(), t, &row, &Activations::quantize(t, &x));
+            worst = worst.max((got - exact).abs() / scale);
+        }
+        // 8-bit activations: per-element error ≤ half a step of amax/127; float weights are exact.
+        let bound = if t.is_quantized() { 0.01 } else { 1e-5 };
+        assert!(worst <= bound, "{t}: relative error {worst} > {bound}");
+        eprintln!("{t}: worst relative error {worst:.2e}");
+    }
+}
+
+#[test]
+fn dequantize_known_blocks() {
+    // Q4_0: d = 0.5, nibbles 0..15 → (q - 8) * 0.5; element j+16 is the high nibble of byte j.
+    let mut b = vec![0u8; 18];
+    put_f16(&mut b, 0, 0.5);
+    for j in 0..16 {
+        b[2 + j] = (j as u8) | (((15 - j) as u8) << 4);
+    }
+    let mut y = vec![0f32; 32];
+    dequantize_row(GgmlType::Q4_0, &b, &mut y);
+    assert_eq!(y[0], -4.0);
+    assert_eq!(y[15], 3.5);
+    assert_eq!(y[16], 3.5);
+    assert_eq!(y[31], -4.0);
+    // Q4_1: x = q * d + m.
+    let mut b = vec![0u8; 20];
+    put_f16(&mut b, 0, 0.25);
+    put_f16(&mut b, 2, -1.0);
+    b[4] = 0x3A;
+    dequantize_row(GgmlType::Q4_1, &b, &mut y);
+    assert_eq!((y[0], y[16], y[1]), (10.0 * 0.25 - 1.0, 3.0 * 0.25 - 1.0, -1.0));
+    // Q6_K: all-zero bits mean q = -32 everywhere; scale i8 -2, d = 0.5 → 32.
+    let mut b = vec![0u8; 210];
+    for s in 0..16 {
+        b[192 + s] = (-2i8) as u8;
+    }
+    put_f16(&mut b, 208, 0.5);
+    let mut y = vec![0f32; 256];
+    dequantize_row(GgmlType::Q6_K, &b, &mut y);
+    assert!(y.iter().all(|&v| v == 32.0));
+    // Q4_K: sub-block 0 scale 2, min 3 (low 6 bits of bytes 0 and 4); d = 1, dmin = 0.5.
+    let mut b = vec![0u8; 144];
+    put_f16(&mut b, 0, 1.0);
+    put_f16(&mut b, 2, 0.5);
+    b[4] = 2;
+    b[8] = 3;
+    b[16] = 0x57;
+    dequantize_row(GgmlType::Q4_K, &b, &mut y);
+    assert_eq!(y[0], 2.0 * 7.0 - 1.5);
+    assert_eq!(y[32], 0.0); // sub-block 1 has scale 0 and min 0
+}
+
+#[test]
+fn qmatrix_matmul_matches_dequantized_reference() {
+    let mut rng = Rng(99);
+    let (rows, cols, n_tokens) = (70, 512, 5);
+    for t in GgmlType::ALL {
+        let bytes: Vec<u8> = (0..rows).flat_map(|_| random_row(t, cols, &mut rng)).collect();
+        let m = QMatrix::from_vec(t, rows, cols, bytes).unwrap();
+        let x = random_x(cols * n_tokens, &mut rng);
+        let mut out = vec![0f32; rows * n_tokens];
+        m.matmul(&x, n_tokens, &mut out);
+        let mut w = vec![0f32; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut w);
+            for tok in 0..n_tokens {
+                let xt = &x[tok * cols..(tok + 1) * cols];
+                let exact: f32 = w.iter().zip(xt).map(|(a, b)| a * b).sum();
+                let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                // Same numbers as a single-token dot: batching must not change results.
+                let single = vec_dot(Isa::detect(), t, m.row(r), &Activations::quantize(t, xt));
+                assert_eq!(out[tok * rows + r], single, "{t} row {r} token {tok}");
+                assert!((single - exact).abs() <= 0.01 * scale, "{t} row {r}: {single} vs {exact}");
+            }
+        }
+    }
+}
+
+#[test]
+fn qmatrix_rejects_bad_geometry() {
+    assert!(QMatrix::from_vec(GgmlType::Q4_0, 2, 48, vec![0; 100]).unwrap_err().contains("blocks"));
+    assert!(QMatrix::from_vec(GgmlType::Q4_0, 2, 64, vec![0; 71]).unwrap_err().contains("needs 72 bytes"));
+}
+
+#[test]
+fn rope_row_permutation_round_trips_and_matches_llama_cpp_order() {
+    let (heads, head_dim, row_bytes) = (2, 8, 3);
+    let rows: Vec<u8> = (0..heads * head_dim * row_bytes).map(|i| (i / row_bytes) as u8).collect();
+    let gguf = permute_rows(&rows, row_bytes, heads, head_dim).unwrap();
+    // llama.cpp interleaves the halves: GGUF rows of head 0 are HF rows 0,4,1,5,2,6,3,7.
+    let order: Vec<u8> = gguf.chunks(row_bytes).map(|r| r[0]).collect();
+    assert_eq!(order, vec![0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
+    assert_eq!(unpermute_rows(&gguf, row_bytes, heads, head_dim).unwrap(), rows);
+    assert!(unpermute_rows(&gguf[1..], row_bytes, heads, head_dim).is_err());
+}
