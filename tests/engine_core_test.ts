@@ -33,7 +33,8 @@ async function generateIds(url: string, inputIds: number[], maxNew: number, extr
   });
   assertEquals(res.status, 200);
   const body = await res.json();
-  return { ids: body.output_ids as number[], meta: body.meta_info };
+  const logprobs = (body.meta_info.output_token_logprobs ?? []).map((t: [number, number]) => t[0]) as number[];
+  return { ids: body.output_ids as number[], meta: body.meta_info, logprobs };
 }
 
 interface PoolState {
@@ -108,23 +109,29 @@ Deno.test({
       await t.step("32 concurrent greedy requests produce exactly their solo tokens", async () => {
         const inputs = prompts(32, (i) => 2 + 3 * i);
         const maxNew = (i: number) => 8 + (i % 5) * 4;
-        const solo: number[][] = [];
+        // Logprobs are compared as exact floats: per-row results must not depend on the batch at all,
+        // which is stricter than equal argmax tokens.
+        const lp = { return_logprob: true };
+        const solo: { ids: number[]; logprobs: number[] }[] = [];
         for (const [i, ids] of inputs.entries()) {
-          solo.push((await generateIds(url, ids, maxNew(i))).ids);
-          assertEquals(solo[i].length, maxNew(i));
+          solo.push(await generateIds(url, ids, maxNew(i), lp));
+          assertEquals(solo[i].ids.length, maxNew(i));
+          assertEquals(solo[i].logprobs.length, maxNew(i));
+          // Back-to-back solo runs leave the cache out of it.
+          assertEquals((await fetch(`${url}/flush_cache`, { method: "POST" })).status, 200);
         }
-        // Uncached concurrent run: the batch must not borrow anything from the solo runs.
-        assertEquals((await fetch(`${url}/flush_cache`, { method: "POST" })).status, 200);
-        const together = await Promise.all(inputs.map((ids, i) => generateIds(url, ids, maxNew(i))));
+        const together = await Promise.all(inputs.map((ids, i) => generateIds(url, ids, maxNew(i), lp)));
         for (const [i, r] of together.entries()) {
           assertEquals(r.meta.cached_tokens, 0, `request ${i}`);
-          assertEquals(r.ids, solo[i], `request ${i} (prompt ${inputs[i].length} tokens)`);
+          assertEquals(r.ids, solo[i].ids, `request ${i} (prompt ${inputs[i].length} tokens)`);
+          assertEquals(r.logprobs, solo[i].logprobs, `request ${i} logprobs`);
         }
         await assertSettled(url);
         // Again from the cache (each prompt now matches all but its last token).
-        const cached = await Promise.all(inputs.map((ids, i) => generateIds(url, ids, maxNew(i))));
+        const cached = await Promise.all(inputs.map((ids, i) => generateIds(url, ids, maxNew(i), lp)));
         for (const [i, r] of cached.entries()) {
-          assertEquals(r.ids, solo[i], `cached request ${i}`);
+          assertEquals(r.ids, solo[i].ids, `cached request ${i}`);
+          assertEquals(r.logprobs, solo[i].logprobs, `cached request ${i} logprobs`);
           assertEquals(r.meta.cached_tokens, inputs[i].length - 1, `cached request ${i}`);
         }
         await assertSettled(url);
@@ -312,18 +319,21 @@ Deno.test({
     const inputs = prompts(12, (i) => 10 + 2 * i, 3);
     const maxNew = 40;
     // Reference: each request alone on a roomy server without the cache.
-    const solo: number[][] = [];
+    const solo: { ids: number[]; logprobs: number[] }[] = [];
     await withServer(["--disable-radix-cache"], async (server) => {
-      for (const ids of inputs) solo.push((await generateIds(server.url, ids, maxNew)).ids);
+      for (const ids of inputs) solo.push(await generateIds(server.url, ids, maxNew, { return_logprob: true }));
     });
     // 12 requests need up to 12 * (32 + 40) slots; the pool holds 192 (48 pages of 4), chunks of 16.
     const log = await withServer(
       ["--max-total-tokens", "192", "--page-size", "4", "--chunked-prefill-size", "16", "--schedule-policy", "lpm"],
       async (server) => {
-        const results = await Promise.all(inputs.map((ids) => generateIds(server.url, ids, maxNew)));
+        const results = await Promise.all(
+          inputs.map((ids) => generateIds(server.url, ids, maxNew, { return_logprob: true })),
+        );
         for (const [i, r] of results.entries()) {
           assertEquals(r.meta.finish_reason, { type: "length", length: maxNew }, `request ${i}`);
-          assertEquals(r.ids, solo[i], `request ${i}`);
+          assertEquals(r.ids, solo[i].ids, `request ${i}`);
+          assertEquals(r.logprobs, solo[i].logprobs, `request ${i} logprobs`);
         }
         const state = await poolState(server.url);
         assert(state.retractions > 0, JSON.stringify(state));
