@@ -91,7 +91,7 @@ async function chatOnce(url: string, question: string): Promise<Sample> {
 
 async function runInstance(disableCache: boolean): Promise<Sample[]> {
   const extra = opts.extra.split(/\s+/).filter((s) => s.length > 0);
-  const args = ["--dtype", opts.dtype, "--enable-cache-report", "--log-level", "warning", ...extra];
+  const args = ["--dtype", opts.dtype, "--enable-cache-report", ...extra];
   if (disableCache) args.push("--disable-radix-cache");
   const server = await startRealServer(opts["model-path"], args);
   try {

@@ -15,6 +15,7 @@ export interface RealServer {
   stop(): Promise<string>;
 }
 
+/** Waits for the "fired up" line, so the server must log at info level (the default). */
 export async function startRealServer(modelDir: string, extra: string[] = []): Promise<RealServer> {
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (probe.addr as Deno.NetAddr).port;
