@@ -5,10 +5,10 @@
  * so they do not compete for the CPU. Prints a markdown table with the ratio.
  *
  *   deno run -A scripts/bench_prefix_cache.ts [--model-path DIR] [--dtype float32] [--system-words 1500]
- *       [--requests 16] [--concurrency 1] [--max-tokens 8] [--extra "--load-format dummy ..."]
+ *       [--requests 16] [--concurrency 1] [--max-tokens 8] [--extra="--load-format dummy ..."]
  *
  * Defaults: tiny-random-llama-3.1 in float32. For a model-sized number on CPU use
- * `--model-path ../shared/models/llama-3.2-1b-instruct --extra "--load-format dummy" --system-words 300`.
+ * `--model-path ../shared/models/llama-3.2-1b-instruct --extra="--load-format dummy" --system-words 300`.
  */
 import { parseArgs } from "node:util";
 import { MODELS_DIR } from "../tests/helpers.ts";
