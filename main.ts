@@ -107,10 +107,7 @@ export async function main(argv: string[], openEngine: EngineOpener = openLibrar
   }
   const info = engine.info();
   log(`Engine ready (weights loaded, KV pool allocated) in ${seconds(tLoad)} s.`);
-  log(
-    `max_total_num_tokens=${info.max_total_num_tokens}, chunked_prefill_size=${info.chunked_prefill_size}, ` +
-      `max_prefill_tokens=${info.max_prefill_tokens}, max_running_requests=${info.max_running_requests}, context_len=${info.context_len}`,
-  );
+  // The engine itself logs the pool sizing line (max_total_num_tokens=...), as SGLang's scheduler does.
   const ctx: ServerContext = {
     args,
     engine,

@@ -111,8 +111,9 @@ int32_t llm_engine_drain(llm_engine *engine, uint8_t *buf, size_t cap, size_t *w
 
 /*
  * Live state as JSON: {"num_running_reqs", "num_queue_reqs", "token_usage", "used_slots",
- * "cached_slots", "free_slots", "max_total_num_tokens", "last_gen_throughput", "cache_hit_rate",
- * "num_retractions", "prompt_tokens_total", "generation_tokens_total", "integrity_ok"}.
+ * "cached_slots", "held_slots", "free_slots", "max_total_num_tokens", "last_gen_throughput",
+ * "cache_hit_rate", "num_retractions", "prompt_tokens_total", "generation_tokens_total", "integrity_ok"}.
+ * held_slots: slots requests hold (own pages and the cached prefixes they lock) = used minus evictable.
  */
 int32_t llm_engine_stats(llm_engine *engine, uint8_t *buf, size_t cap, size_t *written);
 

@@ -24,6 +24,7 @@ export interface EngineStats {
   token_usage: number;
   used_slots?: number;
   cached_slots?: number;
+  held_slots?: number;
   free_slots?: number;
   max_total_num_tokens: number;
   last_gen_throughput: number;

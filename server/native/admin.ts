@@ -133,6 +133,16 @@ export function handleServerInfo(ctx: ServerContext): Response {
       num_queue_reqs: stats.num_queue_reqs,
       token_usage: stats.token_usage,
       cache_hit_rate: stats.cache_hit_rate,
+      // Page accounting in tokens: used = held by requests + evictable cache; free + used = total.
+      kv_pool: {
+        total_tokens: stats.max_total_num_tokens,
+        used_tokens: stats.used_slots ?? null,
+        cached_tokens: stats.cached_slots ?? null,
+        held_by_requests_tokens: stats.held_slots ?? null,
+        free_tokens: stats.free_slots ?? null,
+        num_retractions: stats.num_retractions ?? null,
+        integrity_ok: stats.integrity_ok ?? null,
+      },
     }],
     version: VERSION,
   });

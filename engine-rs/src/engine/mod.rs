@@ -127,7 +127,7 @@ impl Engine {
         let kv = KvCache::new(cfg.num_hidden_layers, total_slots, cfg.kv_dim());
         let kv_bytes = kv.total_bytes();
         log.info(&format!(
-            "KV Cache is allocated. #tokens: {total_slots}, K size: {:.2} GB, V size: {:.2} GB",
+            "KV Cache is allocated. #tokens: {total_slots}, K size: {:.2} GB, V size: {:.2} GB, pool bytes: {kv_bytes}",
             kv_bytes as f64 / 2.0 / 1e9,
             kv_bytes as f64 / 2.0 / 1e9
         ));
@@ -313,6 +313,7 @@ impl Engine {
             "token_usage": s.token_usage,
             "used_slots": s.used_slots,
             "cached_slots": s.cached_slots,
+            "held_slots": s.held_slots,
             "free_slots": s.free_slots,
             "max_total_num_tokens": s.max_total_num_tokens,
             "last_gen_throughput": s.last_gen_throughput,

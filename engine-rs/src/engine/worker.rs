@@ -26,6 +26,8 @@ pub struct Stats {
     pub token_usage: f64,
     pub used_slots: usize,
     pub cached_slots: usize,
+    /// Slots requests hold (their own pages and the cached prefixes they pin): used minus evictable.
+    pub held_slots: usize,
     pub free_slots: usize,
     pub max_total_num_tokens: usize,
     pub last_gen_throughput: f64,
@@ -135,6 +137,7 @@ pub fn update_stats(shared: &Shared, runner: &Runner, integrity: &Result<(), Str
         token_usage: s.token_usage(),
         used_slots: s.pool.used_slots(),
         cached_slots: s.tree.cached_slots(),
+        held_slots: s.held_slots(),
         free_slots: s.pool.free_slots(),
         max_total_num_tokens: s.pool.total_slots(),
         last_gen_throughput: runner.last_gen_throughput,
