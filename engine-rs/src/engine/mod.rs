@@ -102,7 +102,20 @@ impl Engine {
             threads: opts.threads,
             seed: opts.random_seed.unwrap_or(0),
         };
+        let log = Logger { level: Level::parse(&opts.log_level).map_err(|e| EngineError::new(status::INVALID_ARGUMENT, e))? };
+        let gb = |b: usize| b as f64 / (1u64 << 30) as f64;
+        let avail_before = options::mem_available_bytes().unwrap_or(0);
+        log.info(&format!("Load weight begin. avail mem={:.2} GB", gb(avail_before)));
+        let started = std::time::Instant::now();
         let model = load_model(&req).map_err(|e| EngineError::new(status::LOAD, e))?;
+        log.info(&format!(
+            "Load weight end. type={}, dtype={}, avail mem={:.2} GB, mem usage={:.2} GB, took {:.2} s.",
+            model.config().architecture,
+            model.weight_dtype(),
+            gb(options::mem_available_bytes().unwrap_or(0)),
+            gb(model.weight_bytes()),
+            started.elapsed().as_secs_f64()
+        ));
         Engine::with_model(model, opts)
     }
 

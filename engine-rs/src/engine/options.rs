@@ -128,7 +128,7 @@ impl EngineOptions {
     }
 }
 
-fn mem_available_bytes() -> Option<usize> {
+pub(crate) fn mem_available_bytes() -> Option<usize> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
