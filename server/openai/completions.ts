@@ -1,7 +1,15 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
-import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
+import {
+  generate,
+  Generation,
+  GenerationUpdate,
+  mergeGenerations,
+  newRequestId,
+  warmPrefixCache,
+} from "../generation.ts";
 import { sseResponse } from "../sse.ts";
+import { siblingSampling } from "../sampling.ts";
 import { lastOf } from "./chat.ts";
 import {
   finishReasonName,
@@ -31,6 +39,12 @@ export function parsePrompts(ctx: ServerContext, prompt: unknown): number[][] {
   );
 }
 
+function promptTextsOf(prompt: unknown): string[] | null {
+  if (typeof prompt === "string") return [prompt];
+  if (Array.isArray(prompt) && prompt.every((p) => typeof p === "string")) return prompt as string[];
+  return null;
+}
+
 export async function handleCompletions(
   ctx: ServerContext,
   rawBody: unknown,
@@ -50,13 +64,14 @@ export async function handleCompletions(
   const id = (body.rid as string | undefined) ?? newRequestId();
   const n = common.sampling.n;
   const created = unixNow();
+  await warmPrefixCache(ctx, prompts, n);
   const gens: Generation[] = [];
   try {
     prompts.forEach((inputIds, p) => {
       for (let i = 0; i < n; i++) {
         gens.push(generate(ctx, {
           inputIds,
-          sampling: common.sampling,
+          sampling: siblingSampling(common.sampling, i),
           rid: prompts.length * n === 1 ? id : `${id}_${p * n + i}`,
           returnLogprob: logprobs !== undefined,
           topLogprobsNum: logprobs ?? 0,
@@ -70,7 +85,13 @@ export async function handleCompletions(
     throw e;
   }
   const promptOf = (index: number) => prompts[Math.floor(index / n)];
-  const echoText = (index: number) => (echo ? ctx.tokenizer.decode(promptOf(index), false) : "");
+  // Echo gives back what the client sent: its text, or its token ids decoded as generated text would be.
+  const promptTexts = promptTextsOf(body.prompt);
+  const echoText = (index: number) => {
+    if (!echo) return "";
+    const p = Math.floor(index / n);
+    return promptTexts?.[p] ?? ctx.tokenizer.decode(prompts[p], true);
+  };
 
   if (!common.stream) {
     try {
