@@ -106,7 +106,7 @@ export async function handleCompletions(
           text: echoText(index) + u.text,
           logprobs: logprobs === undefined
             ? null
-            : completionLogprobs(ctx, u, echo ? promptOf(index) : [], 0),
+            : completionLogprobs(ctx, u, echo ? promptOf(index) : [], 0, 0),
           finish_reason: finishReasonName(u.finish!),
           matched_stop: matchedStop(u.finish!),
         })),
@@ -131,9 +131,13 @@ export async function handleCompletions(
     for await (const { index, update } of mergeGenerations(gens)) {
       latest[index] = update;
       const prefix = echo && !echoed[index] ? echoText(index) : "";
-      const lp = logprobs === undefined
-        ? null
-        : completionLogprobs(ctx, update, echoed[index] || !echo ? [] : promptOf(index), sent[index]);
+      const lp = logprobs === undefined ? null : completionLogprobs(
+        ctx,
+        update,
+        echoed[index] || !echo ? [] : promptOf(index),
+        sent[index],
+        (echo && echoed[index] ? echoText(index).length : 0) + update.text.length - update.delta.length,
+      );
       echoed[index] = true;
       sent[index] = update.outputLogprobs.length;
       const usage = common.continuousUsage ? usageOf(ctx, latest.filter(Boolean), 1) : undefined;
@@ -155,26 +159,48 @@ export async function handleCompletions(
   return sseResponse(payloads());
 }
 
-/** OpenAI completions logprobs: parallel lists plus {token: logprob} maps; echoed prompt tokens come first. */
-function completionLogprobs(ctx: ServerContext, u: GenerationUpdate, promptIds: number[], from: number) {
+/**
+ * OpenAI completions logprobs: parallel lists plus {token: logprob} maps; echoed prompt tokens come first.
+ * Token texts are read in context (the text a token adds after the ones before it), so `tokens` joined give
+ * the text and `text_offset` indexes into it, even where a tokenizer drops a word's leading space when a
+ * token is decoded alone. Offsets count from the start of the choice's text (echo included).
+ */
+function completionLogprobs(
+  ctx: ServerContext,
+  u: GenerationUpdate,
+  promptIds: number[],
+  from: number,
+  baseOffset: number,
+) {
   const tokens: string[] = [];
   const tokenLogprobs: (number | null)[] = [];
   const top: (Record<string, number> | null)[] = [];
   const offsets: number[] = [];
-  let offset = 0;
-  const add = (id: number, lp: number | null, topList: [number, number][] | undefined) => {
-    const t = ctx.tokenizer.tokenText(id);
+  let offset = baseOffset;
+  const add = (before: number[], id: number, lp: number | null, topList: [number, number][] | undefined) => {
+    const t = pieceAfter(ctx, before, id);
     tokens.push(t);
     tokenLogprobs.push(lp);
     offsets.push(offset);
     offset += t.length;
     top.push(
-      topList ? Object.fromEntries(topList.map(([tid, v]) => [ctx.tokenizer.tokenText(tid), v])) : null,
+      topList ? Object.fromEntries(topList.map(([tid, v]) => [pieceAfter(ctx, before, tid), v])) : null,
     );
   };
-  promptIds.forEach((id, i) => add(id, u.inputLogprobs[i] ?? null, u.inputTopLogprobs[i]));
+  promptIds.forEach((id, i) =>
+    add(promptIds.slice(0, i), id, u.inputLogprobs[i] ?? null, u.inputTopLogprobs[i])
+  );
+  // The output text is decoded on its own (not after the prompt), so its tokens are read the same way.
   for (let i = from; i < u.outputLogprobs.length; i++) {
-    add(u.outputIds[i], u.outputLogprobs[i], u.outputTopLogprobs[i]);
+    add(u.outputIds.slice(0, i), u.outputIds[i], u.outputLogprobs[i], u.outputTopLogprobs[i]);
   }
   return { text_offset: offsets, token_logprobs: tokenLogprobs, tokens, top_logprobs: top };
+}
+
+/** The text `id` adds after `before` (a few tokens of context suffice), special tokens skipped as in the text. */
+function pieceAfter(ctx: ServerContext, before: number[], id: number): string {
+  const window = before.slice(-4);
+  const head = ctx.tokenizer.decode(window, true);
+  const whole = ctx.tokenizer.decode([...window, id], true);
+  return whole.startsWith(head) ? whole.slice(head.length) : ctx.tokenizer.tokenText(id);
 }

@@ -2,6 +2,7 @@ import type { ServerContext } from "../context.ts";
 import { ApiError, badRequest } from "../errors.ts";
 import type { FinishReason, GenerationUpdate } from "../generation.ts";
 import { parseSamplingParams, SamplingParams } from "../sampling.ts";
+import { tokenBytes } from "../text/detokenizer.ts";
 
 /** Fields shared by /v1/chat/completions and /v1/completions, mapped onto SGLang's sampling params. */
 export interface OpenAICommon {
@@ -182,8 +183,6 @@ export function unixNow(): number {
   return Math.floor(Date.now() / 1000);
 }
 
-const utf8 = new TextEncoder();
-
 /** One chat logprob entry (OpenAI format) from a token id and its logprob/top list. */
 export function chatLogprobEntry(
   ctx: ServerContext,
@@ -191,14 +190,14 @@ export function chatLogprobEntry(
   logprob: number,
   top: [number, number][] | undefined,
 ) {
-  const token = ctx.tokenizer.tokenText(id);
   return {
-    token,
-    bytes: [...utf8.encode(token)],
+    token: ctx.tokenizer.tokenText(id),
+    bytes: tokenBytes(ctx.tokenizer, id),
     logprob,
-    top_logprobs: (top ?? []).map(([tid, lp]) => {
-      const t = ctx.tokenizer.tokenText(tid);
-      return { token: t, bytes: [...utf8.encode(t)], logprob: lp };
-    }),
+    top_logprobs: (top ?? []).map(([tid, lp]) => ({
+      token: ctx.tokenizer.tokenText(tid),
+      bytes: tokenBytes(ctx.tokenizer, tid),
+      logprob: lp,
+    })),
   };
 }
