@@ -29,6 +29,12 @@ export async function startRealServer(modelDir: string, extra: string[] = []): P
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  // A filtered run (deno test --filter) may never reach a group's last test: never leave a server behind.
+  globalThis.addEventListener("unload", () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  });
   let output = "";
   const collect = async (stream: ReadableStream<Uint8Array>) => {
     for await (const chunk of stream.pipeThrough(new TextDecoderStream())) output += chunk;
