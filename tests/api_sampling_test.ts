@@ -159,6 +159,12 @@ group.test("stop_token_ids end at that token (trimmed from the text unless no_st
   assertEquals(r.meta_info.finish_reason, { type: "stop", matched: stopId });
   const detok = await postOk(`${s.url}/detokenize`, { tokens: ids.slice(0, at) });
   assertEquals(r.text, detok.text);
+  const kept = await gen(s.url, {
+    text: ONCE.prompt,
+    sampling_params: { temperature: 0, max_new_tokens: 40, stop_token_ids: [stopId], no_stop_trim: true },
+  });
+  assertEquals(kept.text, (await postOk(`${s.url}/detokenize`, { tokens: ids.slice(0, at + 1) })).text);
+  assert(kept.text.length > r.text.length);
   const client = clientFor(s.url);
   const c = await client.completions.create({
     model: "stories",
