@@ -3,7 +3,7 @@ import { ApiError, badRequest } from "./errors.ts";
 import { EngineError, EngineFinish, EngineStream } from "./engine/client.ts";
 import { Status } from "./engine/ffi.ts";
 import { Detokenizer } from "./text/detokenizer.ts";
-import { SamplingParams, toEngineSampling } from "./sampling.ts";
+import { SAMPLING_DEFAULTS, SamplingParams, toEngineSampling } from "./sampling.ts";
 import { log } from "./log.ts";
 
 export type FinishReason =
@@ -311,4 +311,33 @@ export async function* mergeGenerations(
   } finally {
     for (const g of gens) g.cancel();
   }
+}
+
+/**
+ * Before n > 1 siblings start, runs their prompt once with no new tokens (as SGLang does) so the prompt's KV
+ * lands in the prefix cache and every sibling then shares it instead of prefilling its own copy.
+ * Best effort: anything unusual (cache off, a prompt that generate() will refuse) skips it.
+ */
+export async function warmPrefixCache(ctx: ServerContext, prompts: number[][], n: number): Promise<void> {
+  if (n <= 1 || ctx.args.disable_radix_cache) return;
+  const valid = (ids: number[]) =>
+    ids.length > 1 && ids.length < ctx.info.context_len &&
+    ids.every((id) => Number.isInteger(id) && id >= 0 && id < ctx.info.vocab_size);
+  const distinct = [...new Map(prompts.filter(valid).map((p) => [p.join(","), p])).values()];
+  await Promise.all(distinct.map(async (inputIds) => {
+    let stream: EngineStream;
+    try {
+      stream = ctx.engine.submit({
+        input_ids: inputIds,
+        rid: `PREFIX_${newRequestId()}`,
+        sampling: { ...toEngineSampling({ ...SAMPLING_DEFAULTS, temperature: 0 }, []), max_new_tokens: 0 },
+        return_logprob: false,
+        top_logprobs_num: 0,
+        logprob_start_len: -1,
+      });
+    } catch {
+      return;
+    }
+    for await (const event of stream.events) if (event.finish) break;
+  }));
 }

@@ -158,6 +158,18 @@ function checkRanges(p: SamplingParams, prefix: string): void {
     fail("min_new_tokens", `at most max_new_tokens (${p.max_new_tokens})`, p.min_new_tokens);
   }
   if (p.n < 1 || p.n > 128) fail("n", "in [1, 128]", p.n);
+  if (p.sampling_seed !== null && (p.sampling_seed < 0 || p.sampling_seed > Number.MAX_SAFE_INTEGER)) {
+    fail("sampling_seed", `in [0, ${Number.MAX_SAFE_INTEGER}]`, p.sampling_seed);
+  }
+}
+
+/**
+ * The params of sibling `index` of an n > 1 request: a seeded request gives each sibling its own stream
+ * (seed + index), so the choices differ yet the whole set repeats for the same seed.
+ */
+export function siblingSampling(p: SamplingParams, index: number): SamplingParams {
+  if (p.sampling_seed === null || index === 0) return p;
+  return { ...p, sampling_seed: (p.sampling_seed + index) % (Number.MAX_SAFE_INTEGER + 1) };
 }
 
 /** What the engine gets: greedy below 1e-6 as SGLang does, EOS handled by the engine unless ignore_eos. */

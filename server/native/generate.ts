@@ -1,13 +1,21 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
-import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
+import {
+  generate,
+  Generation,
+  GenerationUpdate,
+  mergeGenerations,
+  newRequestId,
+  warmPrefixCache,
+} from "../generation.ts";
 import { optionalBool, optionalInt, rejectUnsupportedOptions, requireObject } from "../openai/protocol.ts";
-import { parseSamplingParams } from "../sampling.ts";
+import { parseSamplingParams, SamplingParams, siblingSampling } from "../sampling.ts";
 import { sseResponse } from "../sse.ts";
 
 interface NativeItem {
   inputIds: number[];
   rid: string;
+  sampling: SamplingParams;
 }
 
 interface LogprobOptions {
@@ -64,14 +72,17 @@ export async function handleGenerate(
   const rids = parseRids(body.rid, prompts.length * n);
   const items: NativeItem[] = [];
   prompts.forEach((inputIds, p) => {
-    for (let i = 0; i < n; i++) items.push({ inputIds, rid: rids[p * n + i] });
+    for (let i = 0; i < n; i++) {
+      items.push({ inputIds, rid: rids[p * n + i], sampling: siblingSampling(sampling, i) });
+    }
   });
+  await warmPrefixCache(ctx, prompts, n);
   const gens: Generation[] = [];
   try {
     for (const item of items) {
       gens.push(generate(ctx, {
         inputIds: item.inputIds,
-        sampling,
+        sampling: item.sampling,
         rid: item.rid,
         returnLogprob: lp.returnLogprob,
         topLogprobsNum: lp.topLogprobsNum,

@@ -1,8 +1,16 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
-import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
+import {
+  generate,
+  Generation,
+  GenerationUpdate,
+  mergeGenerations,
+  newRequestId,
+  warmPrefixCache,
+} from "../generation.ts";
 import { sseResponse } from "../sse.ts";
 import type { ChatMessage } from "../text/chat_template.ts";
+import { siblingSampling } from "../sampling.ts";
 import {
   chatLogprobEntry,
   finishReasonName,
@@ -65,10 +73,11 @@ export async function handleChat(
   const chat = parseChat(body);
   const inputIds = ctx.chatTemplate.encode(chat.messages, { addGenerationPrompt: true, tools: chat.tools });
   const n = common.sampling.n;
+  await warmPrefixCache(ctx, [inputIds], n);
   const start = (i: number): Generation =>
     generate(ctx, {
       inputIds,
-      sampling: common.sampling,
+      sampling: siblingSampling(common.sampling, i),
       rid: n === 1 ? chat.rid : `${chat.rid}_${i}`,
       returnLogprob: chat.logprobs,
       topLogprobsNum: chat.topLogprobs,

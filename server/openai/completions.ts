@@ -1,7 +1,15 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
-import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
+import {
+  generate,
+  Generation,
+  GenerationUpdate,
+  mergeGenerations,
+  newRequestId,
+  warmPrefixCache,
+} from "../generation.ts";
 import { sseResponse } from "../sse.ts";
+import { siblingSampling } from "../sampling.ts";
 import { lastOf } from "./chat.ts";
 import {
   finishReasonName,
@@ -31,6 +39,12 @@ export function parsePrompts(ctx: ServerContext, prompt: unknown): number[][] {
   );
 }
 
+function promptTextsOf(prompt: unknown): string[] | null {
+  if (typeof prompt === "string") return [prompt];
+  if (Array.isArray(prompt) && prompt.every((p) => typeof p === "string")) return prompt as string[];
+  return null;
+}
+
 export async function handleCompletions(
   ctx: ServerContext,
   rawBody: unknown,
@@ -50,13 +64,14 @@ export async function handleCompletions(
   const id = (body.rid as string | undefined) ?? newRequestId();
   const n = common.sampling.n;
   const created = unixNow();
+  await warmPrefixCache(ctx, prompts, n);
   const gens: Generation[] = [];
   try {
     prompts.forEach((inputIds, p) => {
       for (let i = 0; i < n; i++) {
         gens.push(generate(ctx, {
           inputIds,
-          sampling: common.sampling,
+          sampling: siblingSampling(common.sampling, i),
           rid: prompts.length * n === 1 ? id : `${id}_${p * n + i}`,
           returnLogprob: logprobs !== undefined,
           topLogprobsNum: logprobs ?? 0,
@@ -70,7 +85,13 @@ export async function handleCompletions(
     throw e;
   }
   const promptOf = (index: number) => prompts[Math.floor(index / n)];
-  const echoText = (index: number) => (echo ? ctx.tokenizer.decode(promptOf(index), false) : "");
+  // Echo gives back what the client sent: its text, or its token ids decoded as generated text would be.
+  const promptTexts = promptTextsOf(body.prompt);
+  const echoText = (index: number) => {
+    if (!echo) return "";
+    const p = Math.floor(index / n);
+    return promptTexts?.[p] ?? ctx.tokenizer.decode(prompts[p], true);
+  };
 
   if (!common.stream) {
     try {
@@ -85,7 +106,7 @@ export async function handleCompletions(
           text: echoText(index) + u.text,
           logprobs: logprobs === undefined
             ? null
-            : completionLogprobs(ctx, u, echo ? promptOf(index) : [], 0),
+            : completionLogprobs(ctx, u, echo ? promptOf(index) : [], 0, 0),
           finish_reason: finishReasonName(u.finish!),
           matched_stop: matchedStop(u.finish!),
         })),
@@ -110,9 +131,13 @@ export async function handleCompletions(
     for await (const { index, update } of mergeGenerations(gens)) {
       latest[index] = update;
       const prefix = echo && !echoed[index] ? echoText(index) : "";
-      const lp = logprobs === undefined
-        ? null
-        : completionLogprobs(ctx, update, echoed[index] || !echo ? [] : promptOf(index), sent[index]);
+      const lp = logprobs === undefined ? null : completionLogprobs(
+        ctx,
+        update,
+        echoed[index] || !echo ? [] : promptOf(index),
+        sent[index],
+        (echo && echoed[index] ? echoText(index).length : 0) + update.text.length - update.delta.length,
+      );
       echoed[index] = true;
       sent[index] = update.outputLogprobs.length;
       const usage = common.continuousUsage ? usageOf(ctx, latest.filter(Boolean), 1) : undefined;
@@ -134,26 +159,48 @@ export async function handleCompletions(
   return sseResponse(payloads());
 }
 
-/** OpenAI completions logprobs: parallel lists plus {token: logprob} maps; echoed prompt tokens come first. */
-function completionLogprobs(ctx: ServerContext, u: GenerationUpdate, promptIds: number[], from: number) {
+/**
+ * OpenAI completions logprobs: parallel lists plus {token: logprob} maps; echoed prompt tokens come first.
+ * Token texts are read in context (the text a token adds after the ones before it), so `tokens` joined give
+ * the text and `text_offset` indexes into it, even where a tokenizer drops a word's leading space when a
+ * token is decoded alone. Offsets count from the start of the choice's text (echo included).
+ */
+function completionLogprobs(
+  ctx: ServerContext,
+  u: GenerationUpdate,
+  promptIds: number[],
+  from: number,
+  baseOffset: number,
+) {
   const tokens: string[] = [];
   const tokenLogprobs: (number | null)[] = [];
   const top: (Record<string, number> | null)[] = [];
   const offsets: number[] = [];
-  let offset = 0;
-  const add = (id: number, lp: number | null, topList: [number, number][] | undefined) => {
-    const t = ctx.tokenizer.tokenText(id);
+  let offset = baseOffset;
+  const add = (before: number[], id: number, lp: number | null, topList: [number, number][] | undefined) => {
+    const t = pieceAfter(ctx, before, id);
     tokens.push(t);
     tokenLogprobs.push(lp);
     offsets.push(offset);
     offset += t.length;
     top.push(
-      topList ? Object.fromEntries(topList.map(([tid, v]) => [ctx.tokenizer.tokenText(tid), v])) : null,
+      topList ? Object.fromEntries(topList.map(([tid, v]) => [pieceAfter(ctx, before, tid), v])) : null,
     );
   };
-  promptIds.forEach((id, i) => add(id, u.inputLogprobs[i] ?? null, u.inputTopLogprobs[i]));
+  promptIds.forEach((id, i) =>
+    add(promptIds.slice(0, i), id, u.inputLogprobs[i] ?? null, u.inputTopLogprobs[i])
+  );
+  // The output text is decoded on its own (not after the prompt), so its tokens are read the same way.
   for (let i = from; i < u.outputLogprobs.length; i++) {
-    add(u.outputIds[i], u.outputLogprobs[i], u.outputTopLogprobs[i]);
+    add(u.outputIds.slice(0, i), u.outputIds[i], u.outputLogprobs[i], u.outputTopLogprobs[i]);
   }
   return { text_offset: offsets, token_logprobs: tokenLogprobs, tokens, top_logprobs: top };
+}
+
+/** The text `id` adds after `before` (a few tokens of context suffice), special tokens skipped as in the text. */
+function pieceAfter(ctx: ServerContext, before: number[], id: number): string {
+  const window = before.slice(-4);
+  const head = ctx.tokenizer.decode(window, true);
+  const whole = ctx.tokenizer.decode([...window, id], true);
+  return whole.startsWith(head) ? whole.slice(head.length) : ctx.tokenizer.tokenText(id);
 }

@@ -2,6 +2,7 @@ import type { ServerContext } from "../context.ts";
 import { ApiError, badRequest } from "../errors.ts";
 import type { FinishReason, GenerationUpdate } from "../generation.ts";
 import { parseSamplingParams, SamplingParams } from "../sampling.ts";
+import { tokenBytes } from "../text/detokenizer.ts";
 
 /** Fields shared by /v1/chat/completions and /v1/completions, mapped onto SGLang's sampling params. */
 export interface OpenAICommon {
@@ -81,7 +82,10 @@ export function parseCommon(
     continuousUsage = optionalBool(so as Record<string, unknown>, "continuous_usage_stats") ?? false;
   }
   let maxTokens: unknown = undefined;
-  for (const key of maxTokensKeys) if (body[key] !== undefined && body[key] !== null) maxTokens = body[key];
+  let maxTokensKey = maxTokensKeys[0];
+  for (const key of maxTokensKeys) {
+    if (body[key] !== undefined && body[key] !== null) [maxTokens, maxTokensKey] = [body[key], key];
+  }
   const raw: Record<string, unknown> = {
     temperature: body.temperature,
     top_p: body.top_p,
@@ -97,6 +101,7 @@ export function parseCommon(
     n: body.n,
     ignore_eos: body.ignore_eos,
     skip_special_tokens: body.skip_special_tokens,
+    spaces_between_special_tokens: body.spaces_between_special_tokens,
     no_stop_trim: body.no_stop_trim,
     logit_bias: body.logit_bias,
     sampling_seed: body.seed,
@@ -108,9 +113,15 @@ export function parseCommon(
   try {
     sampling = parseSamplingParams(raw, ctx.info.vocab_size, "");
   } catch (e) {
-    // OpenAI callers know max_tokens, not SGLang's name for it.
-    if (e instanceof ApiError && e.param === "max_new_tokens") {
-      throw badRequest(e.message.replace("max_new_tokens", maxTokensKeys[0]), maxTokensKeys[0]);
+    // OpenAI callers know max_tokens, min_tokens and seed, not SGLang's names for them.
+    const openaiName: Record<string, string> = {
+      max_new_tokens: maxTokensKey,
+      min_new_tokens: "min_tokens",
+      sampling_seed: "seed",
+    };
+    if (e instanceof ApiError && e.param !== null && openaiName[e.param]) {
+      const name = openaiName[e.param];
+      throw badRequest(e.message.replaceAll(e.param, name).replaceAll("max_new_tokens", maxTokensKey), name);
     }
     throw e;
   }
@@ -182,8 +193,6 @@ export function unixNow(): number {
   return Math.floor(Date.now() / 1000);
 }
 
-const utf8 = new TextEncoder();
-
 /** One chat logprob entry (OpenAI format) from a token id and its logprob/top list. */
 export function chatLogprobEntry(
   ctx: ServerContext,
@@ -191,14 +200,14 @@ export function chatLogprobEntry(
   logprob: number,
   top: [number, number][] | undefined,
 ) {
-  const token = ctx.tokenizer.tokenText(id);
   return {
-    token,
-    bytes: [...utf8.encode(token)],
+    token: ctx.tokenizer.tokenText(id),
+    bytes: tokenBytes(ctx.tokenizer, id),
     logprob,
-    top_logprobs: (top ?? []).map(([tid, lp]) => {
-      const t = ctx.tokenizer.tokenText(tid);
-      return { token: t, bytes: [...utf8.encode(t)], logprob: lp };
-    }),
+    top_logprobs: (top ?? []).map(([tid, lp]) => ({
+      token: ctx.tokenizer.tokenText(tid),
+      bytes: tokenBytes(ctx.tokenizer, tid),
+      logprob: lp,
+    })),
   };
 }

@@ -103,3 +103,42 @@ export class Detokenizer {
     return hold;
   }
 }
+
+/** GPT-2's byte-level alphabet read backwards: the printable character standing for each byte. */
+function byteLevelDecoder(): Map<string, number> {
+  const direct: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) direct.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) direct.push(b);
+  for (let b = 0xae; b <= 0xff; b++) direct.push(b);
+  const map = new Map<string, number>();
+  for (const b of direct) map.set(String.fromCodePoint(b), b);
+  let shifted = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!direct.includes(b)) map.set(String.fromCodePoint(256 + shifted++), b);
+  }
+  return map;
+}
+
+const BYTE_LEVEL = byteLevelDecoder();
+const utf8 = new TextEncoder();
+const byteLevelTokenizers = new WeakMap<TextTokenizer, boolean>();
+
+/**
+ * The raw bytes one token stands for (OpenAI's logprobs `bytes`): exact even for a token holding part of a
+ * UTF-8 character, where the token's text alone would only be U+FFFD.
+ */
+export function tokenBytes(tokenizer: TextTokenizer, id: number): number[] {
+  const raw = tokenizer.idToToken(id);
+  if (raw === undefined) return [...utf8.encode(tokenizer.tokenText(id))];
+  if (tokenizer.specialIds.has(id)) return [...utf8.encode(raw)];
+  const byteFallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(raw);
+  if (byteFallback) return [parseInt(byteFallback[1], 16)];
+  let byteLevel = byteLevelTokenizers.get(tokenizer);
+  if (byteLevel === undefined) {
+    // Byte-level BPE vocabularies (GPT-2, Llama 3) spell the space byte as "Ġ"; SentencePiece ones use "▁".
+    byteLevel = tokenizer.tokenToId("Ġ") !== undefined;
+    byteLevelTokenizers.set(tokenizer, byteLevel);
+  }
+  if (byteLevel && [...raw].every((c) => BYTE_LEVEL.has(c))) return [...raw].map((c) => BYTE_LEVEL.get(c)!);
+  return [...utf8.encode(raw.replaceAll("\u2581", " "))];
+}
