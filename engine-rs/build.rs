@@ -55,20 +55,27 @@ fn main() {
                     .iter()
                     .map(|(stem, source)| {
                         let (nvcc, source, fatbin) = (nvcc.clone(), source.clone(), out_dir.join(format!("{stem}.fatbin")));
-                        std::thread::spawn(move || compile(&nvcc, &source, &fatbin).map(|_| fatbin))
+                        std::thread::spawn(move || compile(&nvcc, &source, &fatbin).map(|log| (fatbin, log)))
                     })
                     .collect();
                 let mut failures = Vec::new();
+                let mut ptxas_log = String::new();
                 for ((stem, _), job) in sources.iter().zip(jobs) {
                     match job.join().unwrap() {
-                        Ok(fatbin) => table
-                            .push_str(&format!("    ({stem:?}, include_bytes!({:?})),\n", fatbin.display().to_string())),
+                        Ok((fatbin, log)) => {
+                            table.push_str(&format!("    ({stem:?}, include_bytes!({:?})),\n", fatbin.display().to_string()));
+                            ptxas_log.push_str(&format!("== {stem}\n{log}"));
+                        }
                         Err(e) => failures.push(e),
                     }
                 }
                 if !failures.is_empty() {
                     panic!("{}", failures.join("\n"));
                 }
+                // What ptxas said about every kernel, for tests/cuda_ptxas.rs.
+                let log_path = out_dir.join("ptxas.log");
+                std::fs::write(&log_path, ptxas_log).unwrap();
+                println!("cargo:rustc-env=LLM_PTXAS_LOG={}", log_path.display());
             }
             None => println!(
                 "cargo:warning=feature `cuda` without nvcc: building the stub (no GPU kernels); \
@@ -94,12 +101,13 @@ fn kernel_sources(dir: &Path) -> Vec<(String, PathBuf)> {
     sources
 }
 
-fn compile(nvcc: &Path, source: &Path, fatbin: &Path) -> Result<(), String> {
+/// Returns nvcc's output: ptxas's resource report (-v) for every kernel and architecture.
+fn compile(nvcc: &Path, source: &Path, fatbin: &Path) -> Result<String, String> {
     let output = Command::new(nvcc)
         .arg("-fatbin")
         .args(GENCODE)
         .args(["-O3", "-std=c++17", "-Werror", "all-warnings"])
-        .arg("-Xptxas=-warn-spills,-warn-lmem-usage,-warn-double-usage")
+        .arg("-Xptxas=-v,-warn-spills,-warn-lmem-usage,-warn-double-usage")
         .arg("-o")
         .arg(fatbin)
         .arg(source)
@@ -113,5 +121,5 @@ fn compile(nvcc: &Path, source: &Path, fatbin: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr))
 }

@@ -31,7 +31,8 @@ fi
 export NVCC="$NVCC_BIN"
 "$NVCC" --version | tail -1
 cd "$ROOT"
-CARGO_TARGET_DIR="$ROOT/target/cuda-check" cargo test -p llm-engine --features cuda \
+# Nothing here is compute-heavy: an unoptimised build without debug info compiles fastest.
+CARGO_TARGET_DIR="$ROOT/target/cuda-check" CARGO_PROFILE_TEST_OPT_LEVEL=0 CARGO_PROFILE_TEST_DEBUG=false cargo test -p llm-engine --features cuda \
   --test cuda_ptxas --test cuda_plan --test cuda_probe --test cuda_device 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 

@@ -101,15 +101,3 @@ Deno.test({
     assertEquals([...log.matchAll(FALLBACK)].length, 0, "cuda must not fall back to the CPU");
   },
 });
-
-Deno.test({
-  name: "device cpu: no CUDA line at all",
-  ignore: !haveLib,
-  sanitizeResources: false,
-  fn: async () => {
-    const server = await runServer(["--device", "cpu", "--max-total-tokens", "4096", "--skip-server-warmup"], true);
-    const { log } = await server.stop();
-    assert(log.includes("The server is fired up"), `server did not start:\n${log.slice(-3000)}`);
-    assert(!/CUDA/.test(log), `--device cpu must not mention CUDA:\n${log.slice(-2000)}`);
-  },
-});
