@@ -23,7 +23,7 @@ if [ ! -x "$NVCC_BIN" ]; then
   echo "[check_cuda_build] installing $NVCC_WHEEL from PyPI into .tools/nvcc" >&2
   # Into a scratch folder first: an interrupted install must not look like a finished one.
   rm -rf "$NVCC_DIR.partial"
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
     --target "$NVCC_DIR.partial" "$NVCC_WHEEL" >&2 || fail "pip install $NVCC_WHEEL failed"
   rm -rf "$NVCC_DIR" && mv "$NVCC_DIR.partial" "$NVCC_DIR"
   [ -x "$NVCC_BIN" ] || fail "$NVCC_WHEEL installed no nvcc at $NVCC_BIN"
