@@ -4,8 +4,8 @@
 //! requested; the library still builds and runs on CPU.
 //!
 //! nvcc is looked up in: $NVCC, the pip wheel under <repo>/.tools/nvcc (scripts/check_cuda_build.sh
-//! installs it), $CUDA_HOME/bin, /usr/local/cuda/bin, then PATH. The cfg `nvcc_found` lets the
-//! ptxas test exist only where it can run.
+//! installs it), $CUDA_HOME/bin, /usr/local/cuda/bin, then PATH, and only for the `cuda` feature.
+//! The cfg `nvcc_found` lets the ptxas test exist only where it can run (feature on, nvcc found).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,22 +41,41 @@ fn main() {
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
 
-    let nvcc = find_nvcc(&manifest_dir);
-    if let Some(path) = &nvcc {
-        println!("cargo:rustc-cfg=nvcc_found");
-        println!("cargo:rustc-env=LLM_NVCC_PATH={}", path.display());
-    }
-
     let mut table = String::from("/// (kernel file stem, fatbin) for every kernels/*.cu, built by build.rs.\n");
     table.push_str("pub const KERNEL_FATBINS: &[(&str, &[u8])] = &[\n");
+    // The default build never looks for nvcc: CPU-only builds stay independent of any CUDA install.
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
-        match &nvcc {
+        match find_nvcc(&manifest_dir) {
             Some(nvcc) => {
-                for (stem, source) in kernel_sources(&manifest_dir.join("kernels")) {
-                    let fatbin = out_dir.join(format!("{stem}.fatbin"));
-                    compile(nvcc, &source, &fatbin);
-                    table.push_str(&format!("    ({stem:?}, include_bytes!({:?})),\n", fatbin.display().to_string()));
+                println!("cargo:rustc-cfg=nvcc_found");
+                println!("cargo:rustc-env=LLM_NVCC_PATH={}", nvcc.display());
+                let sources = kernel_sources(&manifest_dir.join("kernels"));
+                // One nvcc per file, all at once: each is single-threaded (cicc, then ptxas per arch).
+                let jobs: Vec<_> = sources
+                    .iter()
+                    .map(|(stem, source)| {
+                        let (nvcc, source, fatbin) = (nvcc.clone(), source.clone(), out_dir.join(format!("{stem}.fatbin")));
+                        std::thread::spawn(move || compile(&nvcc, &source, &fatbin).map(|log| (fatbin, log)))
+                    })
+                    .collect();
+                let mut failures = Vec::new();
+                let mut ptxas_log = String::new();
+                for ((stem, _), job) in sources.iter().zip(jobs) {
+                    match job.join().unwrap() {
+                        Ok((fatbin, log)) => {
+                            table.push_str(&format!("    ({stem:?}, include_bytes!({:?})),\n", fatbin.display().to_string()));
+                            ptxas_log.push_str(&format!("== {stem}\n{log}"));
+                        }
+                        Err(e) => failures.push(e),
+                    }
                 }
+                if !failures.is_empty() {
+                    panic!("{}", failures.join("\n"));
+                }
+                // What ptxas said about every kernel, for tests/cuda_ptxas.rs.
+                let log_path = out_dir.join("ptxas.log");
+                std::fs::write(&log_path, ptxas_log).unwrap();
+                println!("cargo:rustc-env=LLM_PTXAS_LOG={}", log_path.display());
             }
             None => println!(
                 "cargo:warning=feature `cuda` without nvcc: building the stub (no GPU kernels); \
@@ -82,23 +101,25 @@ fn kernel_sources(dir: &Path) -> Vec<(String, PathBuf)> {
     sources
 }
 
-fn compile(nvcc: &Path, source: &Path, fatbin: &Path) {
+/// Returns nvcc's output: ptxas's resource report (-v) for every kernel and architecture.
+fn compile(nvcc: &Path, source: &Path, fatbin: &Path) -> Result<String, String> {
     let output = Command::new(nvcc)
         .arg("-fatbin")
         .args(GENCODE)
         .args(["-O3", "-std=c++17", "-Werror", "all-warnings"])
-        .arg("-Xptxas=-warn-spills,-warn-lmem-usage,-warn-double-usage")
+        .arg("-Xptxas=-v,-warn-spills,-warn-lmem-usage,-warn-double-usage")
         .arg("-o")
         .arg(fatbin)
         .arg(source)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", nvcc.display()));
+        .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
     if !output.status.success() {
-        panic!(
+        return Err(format!(
             "nvcc failed on {}:\n{}{}",
             source.display(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        );
+        ));
     }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr))
 }

@@ -33,6 +33,9 @@ export interface ServerArgs {
   shutdown_timeout: number;
   default_max_tokens: number;
   max_body_bytes: number;
+  device: "auto" | "cpu" | "cuda";
+  cuda_graph_max_bs: number | null;
+  disable_cuda_graph: boolean;
 }
 
 /** A usage error: main.ts prints the one line and exits 2. */
@@ -95,6 +98,13 @@ const SPECS: Record<string, Spec> = {
     help: "output bound for OpenAI requests without max_tokens (4096; -1: until the context ends)",
     min: -1,
   },
+  "device": {
+    kind: "string",
+    help: "where the model runs (auto: the GPU when CUDA works, else the CPU)",
+    choices: ["auto", "cpu", "cuda"],
+  },
+  "cuda-graph-max-bs": { kind: "int", help: "largest decode batch run as a CUDA graph (160)", min: 1 },
+  "disable-cuda-graph": { kind: "bool", help: "run every decode step eagerly on the GPU" },
   "help": { kind: "bool", help: "show this help and exit" },
 };
 
@@ -146,6 +156,7 @@ export function parseServerArgs(
     "stream-interval": 1,
     "shutdown-timeout": 30,
     "default-max-tokens": 4096,
+    device: "auto",
   } as Record<string, unknown>;
   const pick = (name: string): any => get(name) ?? defaults[name] ?? null;
   const port = pick("port");
@@ -189,6 +200,9 @@ export function parseServerArgs(
     shutdown_timeout: pick("shutdown-timeout"),
     default_max_tokens: pick("default-max-tokens"),
     max_body_bytes: 64 << 20,
+    device: pick("device"),
+    cuda_graph_max_bs: pick("cuda-graph-max-bs"),
+    disable_cuda_graph: values["disable-cuda-graph"] === true,
   };
 }
 
@@ -254,5 +268,9 @@ export function engineConfig(args: ServerArgs): Record<string, unknown> {
     threads: args.threads,
     decode_log_interval: args.decode_log_interval,
     log_level: args.log_level,
+    device: args.device,
+    // Absent keys take the engine's defaults (engine.h).
+    ...(args.cuda_graph_max_bs !== null ? { cuda_graph_max_bs: args.cuda_graph_max_bs } : {}),
+    disable_cuda_graph: args.disable_cuda_graph,
   };
 }

@@ -47,8 +47,16 @@ uint32_t llm_abi_version(void);
  *    "page_size": int, "max_running_requests": int|null, "max_prefill_tokens": int,
  *    "chunked_prefill_size": int (-1: off), "schedule_policy": "fcfs"|"lpm",
  *    "disable_radix_cache": bool, "random_seed": int, "threads": int|null,
- *    "decode_log_interval": int, "log_level": "debug"|"info"|"warning"|"error"}
- * Missing keys take SGLang's defaults. On failure returns LLM_ERR_LOAD/INVALID_ARGUMENT and writes
+ *    "decode_log_interval": int, "log_level": "debug"|"info"|"warning"|"error",
+ *    "device": "auto"|"cpu"|"cuda" (default "auto"), "cuda_graph_max_bs": int (default 160),
+ *    "disable_cuda_graph": bool (default false)}
+ * Missing keys take SGLang's defaults.
+ * device: "auto" runs on GPU 0 when the library was built with the `cuda` feature and CUDA works
+ * there, else on the CPU after logging one line `CUDA not used: <reason>; running on CPU`; "cuda"
+ * fails with LLM_ERR_LOAD and that reason instead; "cpu" never touches the CUDA driver. On the GPU
+ * the KV pool lives in GPU memory (max_total_tokens: requested size, else sized by
+ * mem_fraction_static of GPU memory, default 0.88), max_running_requests defaults to 256, and
+ * decode batches up to cuda_graph_max_bs replay CUDA graphs unless disable_cuda_graph. On failure returns LLM_ERR_LOAD/INVALID_ARGUMENT and writes
  * the message (naming the file and tensor at fault) into err_buf (cap bytes, truncated, NUL-terminated).
  * Slow (loads weights): call nonblocking.
  */
@@ -66,6 +74,7 @@ size_t llm_engine_last_error(llm_engine *engine, char *buf, size_t cap);
  * Static facts as JSON: {"architecture", "vocab_size", "context_len", "max_total_num_tokens",
  * "max_running_requests", "max_prefill_tokens", "chunked_prefill_size", "page_size",
  * "eos_token_ids": [..], "bos_token_id", "dtype", "weight_bytes", "kv_bytes", "threads", "device"}.
+ * "device" is "cpu" or "cuda:0 <GPU name>"; "kv_bytes" is the pool on that device.
  */
 int32_t llm_engine_info(llm_engine *engine, uint8_t *buf, size_t cap, size_t *written);
 

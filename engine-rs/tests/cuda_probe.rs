@@ -51,6 +51,8 @@ fn loading_without_a_gpu_is_an_error_not_a_crash() {
         tie_word_embeddings: true,
         eos_token_ids: vec![2],
         bos_token_id: Some(1),
+        rope_scaling: None,
+        torch_dtype: String::new(),
     };
     let err = CudaLlama::load(config, RopeScaling::None, None, &CudaOptions::default()).err().expect("no GPU here");
     assert!(err.contains("CUDA"), "{err}");
@@ -73,6 +75,8 @@ fn unsupported_shapes_are_refused_before_touching_the_gpu() {
         tie_word_embeddings: true,
         eos_token_ids: vec![],
         bos_token_id: None,
+        rope_scaling: None,
+        torch_dtype: String::new(),
     };
     let err = CudaLlama::load(config, RopeScaling::None, None, &CudaOptions::default()).err().unwrap();
     assert!(err.contains("num_key_value_heads"), "{err}");

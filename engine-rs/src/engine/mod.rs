@@ -1,6 +1,7 @@
 //! The engine handle behind the C ABI: validates submissions, talks to the scheduler thread
 //! through a command channel, and serves events, stats and info.
 
+pub mod device;
 pub mod events;
 pub mod options;
 pub mod worker;
@@ -103,24 +104,18 @@ impl Engine {
             seed: opts.random_seed.unwrap_or(0),
         };
         let log = Logger { level: Level::parse(&opts.log_level).map_err(|e| EngineError::new(status::INVALID_ARGUMENT, e))? };
-        let gb = |b: usize| b as f64 / (1u64 << 30) as f64;
-        let avail_before = options::mem_available_bytes().unwrap_or(0);
-        log.info(&format!("Load weight begin. avail mem={:.2} GB", gb(avail_before)));
-        let started = std::time::Instant::now();
-        let model = load_model(&req).map_err(|e| EngineError::new(status::LOAD, e))?;
-        log.info(&format!(
-            "Load weight end. type={}, dtype={}, avail mem={:.2} GB, mem usage={:.2} GB, took {:.2} s.",
-            model.config().architecture,
-            model.weight_dtype(),
-            gb(options::mem_available_bytes().unwrap_or(0)),
-            gb(model.weight_bytes()),
-            started.elapsed().as_secs_f64()
-        ));
-        Engine::with_model(model, opts)
+        let placed = device::load(&opts, &req, log)?;
+        Engine::start(placed.model, placed.opts, &placed.device, placed.device_kv)
     }
 
     /// Starts an engine over an already built model (tests use a fake one).
     pub fn with_model(model: Box<dyn Model>, opts: EngineOptions) -> Result<Engine, EngineError> {
+        Engine::start(model, opts, "cpu", None)
+    }
+
+    /// `device_kv`: the model keeps K/V on its device; the slot allocator uses its size and the
+    /// CPU `KvCache` gets no rows.
+    fn start(model: Box<dyn Model>, opts: EngineOptions, device: &str, device_kv: Option<device::DeviceKv>) -> Result<Engine, EngineError> {
         let invalid = |e: String| EngineError::new(status::INVALID_ARGUMENT, e);
         opts.validate().map_err(invalid)?;
         let log = Logger { level: Level::parse(&opts.log_level).map_err(invalid)? };
@@ -131,19 +126,23 @@ impl Engine {
         }
         let weight_bytes = model.weight_bytes();
         let context_len = opts.context_len(&cfg);
-        let total_slots = opts.pool_slots(&cfg, weight_bytes);
+        let total_slots = device_kv.map_or_else(|| opts.pool_slots(&cfg, weight_bytes), |d| d.slots);
         if total_slots < opts.page_size.max(2) {
             return Err(EngineError::new(status::CAPACITY, format!("KV cache pool of {total_slots} tokens is too small")));
         }
         let max_running = opts.running_limit(total_slots);
         let chunk = opts.chunk_size();
-        let kv = KvCache::new(cfg.num_hidden_layers, total_slots, cfg.kv_dim());
-        let kv_bytes = kv.total_bytes();
-        log.info(&format!(
-            "KV Cache is allocated. #tokens: {total_slots}, K size: {:.2} GB, V size: {:.2} GB, pool bytes: {kv_bytes}",
-            kv_bytes as f64 / 2.0 / 1e9,
-            kv_bytes as f64 / 2.0 / 1e9
-        ));
+        let cpu_slots = if device_kv.is_some() { 0 } else { total_slots };
+        let kv = KvCache::new(cfg.num_hidden_layers, cpu_slots, cfg.kv_dim());
+        let kv_bytes = device_kv.map_or_else(|| kv.total_bytes(), |d| d.bytes);
+        if device_kv.is_none() {
+            // The device model logs its own pool.
+            log.info(&format!(
+                "KV Cache is allocated. #tokens: {total_slots}, K size: {:.2} GB, V size: {:.2} GB, pool bytes: {kv_bytes}",
+                kv_bytes as f64 / 2.0 / 1e9,
+                kv_bytes as f64 / 2.0 / 1e9
+            ));
+        }
         log.info(&format!(
             "max_total_num_tokens={total_slots}, chunked_prefill_size={}, max_prefill_tokens={}, max_running_requests={max_running}, context_len={context_len}",
             opts.chunked_prefill_size, opts.max_prefill_tokens
@@ -164,7 +163,7 @@ impl Engine {
             "weight_bytes": weight_bytes,
             "kv_bytes": kv_bytes,
             "threads": threads,
-            "device": "cpu",
+            "device": device,
         })
         .to_string();
         let sched_cfg = SchedulerConfig {

@@ -28,6 +28,11 @@ pub struct EngineOptions {
     /// Not in the ABI's list (SGLang's internal default 0.7): fraction of max_new_tokens that
     /// admission reserves per request; tests lower it to force retractions.
     pub init_new_token_ratio: f32,
+    /// "auto" | "cpu" | "cuda" (engine/device.rs).
+    pub device: String,
+    /// Largest decode batch replayed as a CUDA graph (SGLang's default for H100-class GPUs).
+    pub cuda_graph_max_bs: usize,
+    pub disable_cuda_graph: bool,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +55,9 @@ impl Default for EngineOptions {
             decode_log_interval: 40,
             log_level: "info".into(),
             init_new_token_ratio: 0.7,
+            device: "auto".into(),
+            cuda_graph_max_bs: 160,
+            disable_cuda_graph: false,
         }
     }
 }

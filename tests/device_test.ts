@@ -1,0 +1,103 @@
+/**
+ * --device on a host without a usable GPU (this CI): `auto` says once why CUDA is not used and serves
+ * on the CPU; `cuda` refuses to start with that reason. Runs the real main.ts on the real engine
+ * library; with env CI set, a missing library is a failure (e2e_test.ts reports it), not a pass.
+ */
+import { assert, assertEquals } from "./assert.ts";
+import { engineConfig, parseServerArgs } from "../server/args.ts";
+import { postJson, REPO_ROOT, TINY } from "./helpers.ts";
+
+const LIB = Deno.env.get("LLM_ENGINE_LIB") || `${REPO_ROOT}/target/release/libllm_engine.so`;
+const haveLib = await Deno.stat(LIB).then(() => true, () => false);
+const FALLBACK = /CUDA not used: (.+); running on CPU/g;
+
+Deno.test("device args: --device, --cuda-graph-max-bs and --disable-cuda-graph reach the engine config", () => {
+  const plain = engineConfig(parseServerArgs(["--model-path", "m"])!);
+  assertEquals([plain.device, plain.disable_cuda_graph, "cuda_graph_max_bs" in plain], ["auto", false, false]);
+  const gpu = engineConfig(
+    parseServerArgs(["--model-path", "m", "--device", "cuda", "--cuda-graph-max-bs", "32", "--disable-cuda-graph"])!,
+  );
+  assertEquals([gpu.device, gpu.cuda_graph_max_bs, gpu.disable_cuda_graph], ["cuda", 32, true]);
+  for (const bad of [["--device", "tpu"], ["--cuda-graph-max-bs", "0"], ["--cuda-graph-max-bs", "x"]]) {
+    let threw = false;
+    try {
+      parseServerArgs(["--model-path", "m", ...bad]);
+    } catch (e) {
+      threw = (e as Error).message.includes(bad[0]);
+    }
+    assert(threw, `${bad.join(" ")} must be refused naming the flag`);
+  }
+});
+
+async function runServer(extra: string[], untilReady: boolean) {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${REPO_ROOT}/main.ts`, "--model-path", TINY, "--port", String(port), ...extra],
+    env: { LLM_ENGINE_LIB: LIB },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const collect = async (s: ReadableStream<Uint8Array>) => {
+    for await (const chunk of s.pipeThrough(new TextDecoderStream())) log += chunk;
+  };
+  const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const finished = child.status.then(async (st) => (await readers, st.code));
+  let exited = false;
+  finished.then(() => exited = true);
+  const deadline = Date.now() + 120_000;
+  while (untilReady && !exited && !log.includes("The server is fired up and ready to roll!")) {
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const stop = async () => {
+    if (!exited) child.kill("SIGTERM");
+    return { code: await finished, log };
+  };
+  return { url: `http://127.0.0.1:${port}`, log: () => log, stop, finished };
+}
+
+Deno.test({
+  name: "device auto without a usable GPU: one fallback line naming the reason, then serves on the CPU",
+  ignore: !haveLib,
+  sanitizeResources: false,
+  fn: async () => {
+    const server = await runServer(["--device", "auto", "--max-total-tokens", "4096"], true);
+    try {
+      assert(server.log().includes("The server is fired up"), `server did not start:\n${server.log().slice(-3000)}`);
+      const res = await postJson(`${server.url}/generate`, {
+        input_ids: [1, 2, 3],
+        sampling_params: { temperature: 0, max_new_tokens: 4, ignore_eos: true },
+      });
+      assertEquals(res.status, 200);
+      const body = await res.json();
+      assertEquals(body.meta_info.completion_tokens, 4);
+      const info = await (await fetch(`${server.url}/get_server_info`)).json();
+      assertEquals([info.device, info.engine.device], ["auto", "cpu"]);
+    } finally {
+      const { log } = await server.stop();
+      const lines = [...log.matchAll(FALLBACK)];
+      assertEquals(lines.length, 1, `want exactly one fallback line, got:\n${log.slice(-3000)}`);
+      assert(lines[0][1].trim().length > 10, `the fallback line must say why: ${lines[0][0]}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "device cuda without a usable GPU: exits non-zero with a clear message",
+  ignore: !haveLib,
+  sanitizeResources: false,
+  fn: async () => {
+    const server = await runServer(["--device", "cuda"], false);
+    const timer = setTimeout(() => server.stop(), 120_000);
+    const code = await server.finished;
+    clearTimeout(timer);
+    const log = server.log();
+    assert(code !== 0, `--device cuda must fail here, exited ${code}:\n${log.slice(-2000)}`);
+    assert(/--device cuda: CUDA is unavailable: \S+/.test(log), `no clear CUDA message in:\n${log.slice(-2000)}`);
+    assert(!log.includes("The server is fired up"), "must not serve");
+    assertEquals([...log.matchAll(FALLBACK)].length, 0, "cuda must not fall back to the CPU");
+  },
+});
