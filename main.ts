@@ -7,6 +7,7 @@ import { defaultLibraryPath } from "./server/engine/ffi.ts";
 import { ApiError, errorBody, ModelFolderError } from "./server/errors.ts";
 import { log, setLogLevel } from "./server/log.ts";
 import { Metrics } from "./server/metrics.ts";
+import { loadGgufModel, resolveGgufFile } from "./server/gguf/model_source.ts";
 import { loadModelConfig, ModelConfig } from "./server/model_config.ts";
 import { oneTokenGeneration } from "./server/native/admin.ts";
 import { makeHandler } from "./server/router.ts";
@@ -49,8 +50,13 @@ export async function main(argv: string[], openEngine: EngineOpener = openLibrar
   let tokenizer: TextTokenizer;
   let chatTemplate: ChatTemplate;
   try {
-    modelConfig = await loadModelConfig(args.model_path);
-    tokenizer = await TextTokenizer.load(args.model_path);
+    const ggufFile = await resolveGgufFile(args.model_path, args.load_format);
+    if (ggufFile !== null) {
+      ({ modelConfig, tokenizer } = loadGgufModel(ggufFile));
+    } else {
+      modelConfig = await loadModelConfig(args.model_path);
+      tokenizer = await TextTokenizer.load(args.model_path);
+    }
     chatTemplate = await ChatTemplate.load(tokenizer, args.chat_template ?? undefined);
   } catch (e) {
     if (e instanceof ModelFolderError) {

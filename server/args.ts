@@ -8,7 +8,7 @@ export interface ServerArgs {
   served_model_name: string;
   context_length: number | null;
   dtype: "auto" | "float32" | "bfloat16";
-  load_format: "auto" | "dummy";
+  load_format: "auto" | "dummy" | "gguf";
   chat_template: string | null;
   random_seed: number;
   log_level: "debug" | "info" | "warning" | "error";
@@ -52,7 +52,8 @@ interface Spec {
 const SPECS: Record<string, Spec> = {
   "model-path": {
     kind: "string",
-    help: "model folder (config.json, *.safetensors, tokenizer.json) [required]",
+    help: "HF model folder (config.json, *.safetensors, tokenizer.json), a .gguf file, or a folder holding one " +
+      "[required; scripts/llm-server serves the default SmolLM2 GGUF without it]",
   },
   "host": { kind: "string", help: "address to listen on (127.0.0.1)" },
   "port": { kind: "int", help: "port to listen on (30000)", min: 0 },
@@ -61,8 +62,8 @@ const SPECS: Record<string, Spec> = {
   "dtype": { kind: "string", help: "compute dtype", choices: ["auto", "float32", "bfloat16"] },
   "load-format": {
     kind: "string",
-    help: "auto: read weights; dummy: random weights",
-    choices: ["auto", "dummy"],
+    help: "auto: read weights (safetensors or GGUF); gguf: the path is GGUF; dummy: random weights",
+    choices: ["auto", "dummy", "gguf"],
   },
   "chat-template": { kind: "string", help: "Jinja chat template file overriding tokenizer_config.json's" },
   "random-seed": { kind: "int", help: "random seed (0)" },

@@ -55,6 +55,24 @@ export class TextTokenizer {
     return new TextTokenizer(inner, config, [...eos], special, vocabSize);
   }
 
+  /** A tokenizer from in-memory tokenizer.json/tokenizer_config.json objects (the GGUF path); `source` names it in errors. */
+  static fromParts(
+    tokenizerJson: Record<string, unknown>,
+    config: Record<string, unknown>,
+    eosIds: number[],
+    source: string,
+  ): TextTokenizer {
+    let inner: Tokenizer;
+    try {
+      inner = new Tokenizer(tokenizerJson, config);
+    } catch (e) {
+      throw new ModelFolderError(`${source}: cannot build the tokenizer: ${(e as Error).message}`);
+    }
+    const added = (tokenizerJson.added_tokens ?? []) as { id: number; special: boolean }[];
+    const special = added.filter((t) => t.special).map((t) => t.id);
+    return new TextTokenizer(inner, config, eosIds, special, inner.get_vocab(true).size);
+  }
+
   /** Plain text prompts get the post-processor's special tokens (BOS); rendered chat templates carry their own. */
   encode(text: string, addSpecialTokens = true): number[] {
     return this.inner.encode(text, { add_special_tokens: addSpecialTokens }).ids;

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod dummy;
+pub mod gguf;
 pub mod safetensors;
 pub mod source;
 #[cfg(test)]
@@ -20,7 +21,8 @@ use std::path::PathBuf;
 pub struct LoadOptions {
     /// Directory with config.json (+ generation_config.json, *.safetensors).
     pub model_path: PathBuf,
-    /// "auto" reads safetensors; "dummy" makes seeded random weights from the config alone.
+    /// "auto" reads safetensors (or a .gguf file / a folder holding one without config.json);
+    /// "gguf" forces GGUF; "dummy" makes seeded random weights from the config alone.
     pub load_format: String,
     /// "auto" keeps the stored dtype (bf16 for dummy); "float32" computes in f32 on the stored
     /// weights (exact for bf16); "bfloat16" converts f32/f16 weights to bf16 once.
@@ -39,6 +41,12 @@ impl LoadOptions {
 
 /// Loads config and weights and returns a ready model. Errors name the file and tensor at fault.
 pub fn load_model(opts: &LoadOptions) -> Result<Box<dyn Model>, String> {
+    if let Some(file) = gguf::resolve(&opts.model_path, &opts.load_format)? {
+        let compute = gguf::GgufCompute::from_dtype(&opts.dtype)?;
+        let pool = compute_pool(opts.threads)?;
+        let model = pool.install(|| gguf::load_llama(&file, compute, Kernels::detect()))?;
+        return Ok(Box::new(model.with_pool(pool)));
+    }
     let config = ModelConfig::from_dir(&opts.model_path)?;
     let convert_to = match opts.dtype.as_str() {
         "auto" | "float32" | "float" | "fp32" => None,
@@ -51,18 +59,22 @@ pub fn load_model(opts: &LoadOptions) -> Result<Box<dyn Model>, String> {
             seed: opts.seed,
             dtype: if opts.dtype == "float32" || opts.dtype == "float" || opts.dtype == "fp32" { DType::F32 } else { DType::BF16 },
         }),
-        other => return Err(format!("unsupported load_format \"{other}\" (supported: auto, dummy)")),
+        other => return Err(format!("unsupported load_format \"{other}\" (supported: auto, dummy, gguf)")),
     };
-    let threads = match opts.threads {
+    let pool = compute_pool(opts.threads)?;
+    let model = pool.install(|| Llama::new(config, &source, convert_to, Kernels::detect()))?;
+    Ok(Box::new(model.with_pool(pool)))
+}
+
+fn compute_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, String> {
+    let threads = match threads {
         Some(0) => return Err("threads must be at least 1".into()),
         Some(n) => n,
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
-    let pool = rayon::ThreadPoolBuilder::new()
+    rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("llm-compute-{i}"))
         .build()
-        .map_err(|e| format!("cannot start {threads} compute threads: {e}"))?;
-    let model = pool.install(|| Llama::new(config, &source, convert_to, Kernels::detect()))?;
-    Ok(Box::new(model.with_pool(pool)))
+        .map_err(|e| format!("cannot start {threads} compute threads: {e}"))
 }

@@ -5,36 +5,47 @@
 use super::attention::{attend, Heads, SeqSpan};
 use super::rope::Rope;
 use super::{ForwardSeq, Model};
-use crate::backend::cpu::matrix::{DType, Matrix};
+use super::weight::Weight;
+use crate::backend::cpu::matrix::DType;
 use crate::backend::cpu::{silu_mul, add_in_place, Kernels};
 use crate::config::ModelConfig;
 use crate::kv::cache::KvCache;
 use crate::loader::source::WeightSource;
 
-struct Layer {
-    input_norm: Vec<f32>,
-    post_attention_norm: Vec<f32>,
-    q_proj: Matrix,
-    k_proj: Matrix,
-    v_proj: Matrix,
-    o_proj: Matrix,
-    gate_proj: Matrix,
-    up_proj: Matrix,
-    down_proj: Matrix,
+/// One decoder layer's weights, in HF layout (Q/K rows in rotate-half order).
+pub struct Layer {
+    pub input_norm: Vec<f32>,
+    pub post_attention_norm: Vec<f32>,
+    pub q_proj: Weight,
+    pub k_proj: Weight,
+    pub v_proj: Weight,
+    pub o_proj: Weight,
+    pub gate_proj: Weight,
+    pub up_proj: Weight,
+    pub down_proj: Weight,
+}
+
+/// Every weight of the model, built by a loader (safetensors/dummy in `Llama::new`, GGUF in loader/gguf.rs).
+pub struct LlamaWeights {
+    pub embed_tokens: Weight,
+    /// None when the embeddings are tied.
+    pub lm_head: Option<Weight>,
+    pub final_norm: Vec<f32>,
+    pub layers: Vec<Layer>,
 }
 
 pub struct Llama {
     config: ModelConfig,
     kernels: Kernels,
-    embed_tokens: Matrix,
+    embed_tokens: Weight,
     /// None when the embeddings are tied.
-    lm_head: Option<Matrix>,
+    lm_head: Option<Weight>,
     final_norm: Vec<f32>,
     layers: Vec<Layer>,
     rope: Rope,
     pool: Option<rayon::ThreadPool>,
     weight_bytes: usize,
-    weight_dtype: DType,
+    weight_dtype: &'static str,
 }
 
 impl Llama {
@@ -42,7 +53,7 @@ impl Llama {
     pub fn new(config: ModelConfig, source: &WeightSource, convert_to: Option<DType>, kernels: Kernels) -> Result<Llama, String> {
         let c = &config;
         let (hidden, inter) = (c.hidden_size, c.intermediate_size);
-        let m = |name: &str, rows: usize, cols: usize| source.matrix(name, rows, cols, convert_to);
+        let m = |name: &str, rows: usize, cols: usize| source.matrix(name, rows, cols, convert_to).map(Weight::Dense);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -65,6 +76,14 @@ impl Llama {
             Some(m("lm_head.weight", c.vocab_size, hidden)?)
         };
         let final_norm = source.norm("model.norm.weight", hidden)?;
+        let weights = LlamaWeights { embed_tokens, lm_head, final_norm, layers };
+        let rope = Rope::new(&config);
+        Ok(Llama::from_weights(config, weights, rope, kernels))
+    }
+
+    /// Builds the model from weights a loader already checked against `config`.
+    pub fn from_weights(config: ModelConfig, weights: LlamaWeights, rope: Rope, kernels: Kernels) -> Llama {
+        let LlamaWeights { embed_tokens, lm_head, final_norm, layers } = weights;
         let mut weight_bytes = embed_tokens.size_bytes() + lm_head.as_ref().map_or(0, |h| h.size_bytes());
         weight_bytes += final_norm.len() * 4;
         for l in &layers {
@@ -74,9 +93,9 @@ impl Llama {
                 .sum::<usize>()
                 + (l.input_norm.len() + l.post_attention_norm.len()) * 4;
         }
-        let weight_dtype = layers.first().map_or(embed_tokens.dtype, |l| l.q_proj.dtype);
-        Ok(Llama {
-            rope: Rope::new(&config),
+        let weight_dtype = layers.first().map_or(embed_tokens.dtype_name(), |l| l.q_proj.dtype_name());
+        Llama {
+            rope,
             config,
             kernels,
             embed_tokens,
@@ -86,7 +105,7 @@ impl Llama {
             pool: None,
             weight_bytes,
             weight_dtype,
-        })
+        }
     }
 
     /// Runs forward passes on `pool` instead of the caller's (global) rayon pool.
@@ -166,9 +185,9 @@ impl Llama {
             } else {
                 k.add_rmsnorm(&mut x, &down, &layer.input_norm, eps, &mut h);
             }
-            k.matmul(&h, n, &layer.q_proj, &mut q);
-            k.matmul(&h, n, &layer.k_proj, &mut kn);
-            k.matmul(&h, n, &layer.v_proj, &mut vn);
+            layer.q_proj.matmul(k, &h, n, &mut q);
+            layer.k_proj.matmul(k, &h, n, &mut kn);
+            layer.v_proj.matmul(k, &h, n, &mut vn);
             for (row, &pos) in positions.iter().enumerate() {
                 self.rope.apply(&mut q[row * q_dim..(row + 1) * q_dim], hd, pos);
                 self.rope.apply(&mut kn[row * kv_dim..(row + 1) * kv_dim], hd, pos);
@@ -182,12 +201,12 @@ impl Llama {
             }
             let (kc, vc) = kv.layer(li);
             attend(k, heads, &spans, &q, kc, vc, &mut att);
-            k.matmul(&att, n, &layer.o_proj, &mut o);
+            layer.o_proj.matmul(k, &att, n, &mut o);
             k.add_rmsnorm(&mut x, &o, &layer.post_attention_norm, eps, &mut h);
-            k.matmul(&h, n, &layer.gate_proj, &mut gate);
-            k.matmul(&h, n, &layer.up_proj, &mut up);
+            layer.gate_proj.matmul(k, &h, n, &mut gate);
+            layer.up_proj.matmul(k, &h, n, &mut up);
             silu_mul(&mut gate, &up);
-            k.matmul(&gate, n, &layer.down_proj, &mut down);
+            layer.down_proj.matmul(k, &gate, n, &mut down);
         }
         if !self.layers.is_empty() {
             add_in_place(&mut x, &down);
@@ -210,7 +229,7 @@ impl Llama {
         k.rmsnorm(&sel, &self.final_norm, eps, &mut normed);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let mut logits = vec![0.0f32; picked.len() * c.vocab_size];
-        k.matmul(&normed, picked.len(), head, &mut logits);
+        head.matmul(k, &normed, picked.len(), &mut logits);
         logits
     }
 }
@@ -244,7 +263,7 @@ impl Model for Llama {
     }
 
     fn weight_dtype(&self) -> &'static str {
-        self.weight_dtype.name()
+        self.weight_dtype
     }
 
     fn kernel_isa(&self) -> &'static str {

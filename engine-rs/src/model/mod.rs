@@ -49,6 +49,7 @@ pub trait Model: Send + Sync {
 pub mod attention;
 pub mod llama;
 pub mod rope;
+pub mod weight;
 
 /// The loader's entry point, re-exported: `load_model(&LoadOptions) -> Result<Box<dyn Model>, String>`.
 pub use crate::loader::{load_model, LoadOptions};

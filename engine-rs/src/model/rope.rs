@@ -21,6 +21,11 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// A RoPE with given per-pair frequencies (GGUF Llama 3 files carry them as `rope_freqs.weight` divisors).
+    pub fn from_inv_freq(inv_freq: Vec<f32>) -> Rope {
+        Rope { inv_freq }
+    }
+
     /// Rotates every head (`head_dim` floats each) of one token's vector `x` to position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
         let half = head_dim / 2;

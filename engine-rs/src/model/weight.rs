@@ -1,0 +1,65 @@
+//! A projection weight as the model uses it: dense (bf16/f16/f32 rows, `backend::cpu` GEMM) or
+//! kept in a GGUF quantized type (`gguf::QMatrix`, dotted block by block without expanding).
+//! The model only needs "multiply", "read one row" and "how big"; this is that seam.
+
+use crate::backend::cpu::matrix::Matrix;
+use crate::backend::cpu::Kernels;
+use crate::gguf::QMatrix;
+
+pub enum Weight {
+    Dense(Matrix),
+    Quantized(QMatrix),
+}
+
+impl Weight {
+    pub fn rows(&self) -> usize {
+        match self {
+            Weight::Dense(m) => m.rows,
+            Weight::Quantized(q) => q.rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            Weight::Dense(m) => m.cols,
+            Weight::Quantized(q) => q.cols,
+        }
+    }
+
+    /// `out[t * rows + r] = Σ_c self[r, c] * x[t * cols + c]` for `n` tokens, on the current rayon pool.
+    pub fn matmul(&self, kernels: &Kernels, x: &[f32], n: usize, out: &mut [f32]) {
+        match self {
+            Weight::Dense(m) => kernels.matmul(x, n, m, out),
+            Weight::Quantized(q) => q.matmul(&x[..n * q.cols], n, &mut out[..n * q.rows]),
+        }
+    }
+
+    /// Row `r` widened to f32 (embedding lookup).
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        match self {
+            Weight::Dense(m) => m.row_to_f32(r, out),
+            Weight::Quantized(q) => q.dequantize_row(r, out),
+        }
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Weight::Dense(m) => m.size_bytes(),
+            Weight::Quantized(q) => q.rows * q.row_bytes(),
+        }
+    }
+
+    /// Storage type for logs and server info: "bfloat16", "float32", ... or a ggml type ("Q4_1").
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            Weight::Dense(m) => m.dtype.name(),
+            Weight::Quantized(q) => q.dtype.name(),
+        }
+    }
+}
+
+impl From<Matrix> for Weight {
+    fn from(m: Matrix) -> Weight {
+        Weight::Dense(m)
+    }
+}
