@@ -108,7 +108,8 @@ Deno.test({
 
 Deno.test({
   name: "SmolLM2 GGUF: special ids, chat template, and tokenization equal to llama.cpp on 240 strings",
-  ignore: !haveSmollm || !havePeer,
+  // In CI scripts/test installs the peer and fetches the model: there a missing one fails the test.
+  ignore: !Deno.env.get("CI") && (!haveSmollm || !havePeer),
   async fn() {
     const out = await Deno.makeTempFile({ suffix: ".json" });
     const script = new URL("../scripts/llamacpp_vectors.mjs", import.meta.url).pathname;

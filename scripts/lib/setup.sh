@@ -35,3 +35,14 @@ ensure_engine() {
 ensure_npm_deps() {
   (cd "$ROOT" && "$DENO" install --quiet >&2 2>/dev/null) || (cd "$ROOT" && "$DENO" install >&2)
 }
+
+# llama.cpp as a peer for tests and benchmarks: node-llama-cpp's prebuilt CPU library from npm,
+# never built from source (--ignore-scripts), in ./.tools/llamacpp.
+LLAMACPP_DIR="$ROOT/.tools/llamacpp"
+ensure_llamacpp() {
+  if [ -f "$LLAMACPP_DIR/node_modules/node-llama-cpp/dist/index.js" ] && [ -d "$LLAMACPP_DIR/node_modules/@node-llama-cpp/linux-x64" ]; then return 0; fi
+  log_setup "installing node-llama-cpp (prebuilt llama.cpp) from npm into .tools/llamacpp"
+  mkdir -p "$LLAMACPP_DIR"
+  (npm install --prefix "$LLAMACPP_DIR" --no-audit --no-fund --loglevel=error --ignore-scripts --omit=optional \
+     node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 >&2)
+}
