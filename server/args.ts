@@ -95,6 +95,11 @@ const SPECS: Record<string, Spec> = {
     help: "output bound for OpenAI requests without max_tokens (4096; -1: until the context ends)",
     min: -1,
   },
+  "max-body-bytes": {
+    kind: "int",
+    help: "largest request body accepted; larger ones get 413 (16777216)",
+    min: 1024,
+  },
   "help": { kind: "bool", help: "show this help and exit" },
 };
 
@@ -146,6 +151,7 @@ export function parseServerArgs(
     "stream-interval": 1,
     "shutdown-timeout": 30,
     "default-max-tokens": 4096,
+    "max-body-bytes": 16 << 20,
   } as Record<string, unknown>;
   const pick = (name: string): any => get(name) ?? defaults[name] ?? null;
   const port = pick("port");
@@ -188,7 +194,7 @@ export function parseServerArgs(
     stream_interval: pick("stream-interval"),
     shutdown_timeout: pick("shutdown-timeout"),
     default_max_tokens: pick("default-max-tokens"),
-    max_body_bytes: 64 << 20,
+    max_body_bytes: pick("max-body-bytes"),
   };
 }
 
