@@ -1,6 +1,6 @@
 import type { ServerContext } from "../context.ts";
 import { ApiError, badRequest } from "../errors.ts";
-import { EngineError } from "../engine/client.ts";
+import { EngineError, EngineStats } from "../engine/client.ts";
 import { Status } from "../engine/ffi.ts";
 import { generate, newRequestId } from "../generation.ts";
 import { optionalBool, requireObject, unixNow } from "../openai/protocol.ts";
@@ -133,9 +133,27 @@ export function handleServerInfo(ctx: ServerContext): Response {
       num_queue_reqs: stats.num_queue_reqs,
       token_usage: stats.token_usage,
       cache_hit_rate: stats.cache_hit_rate,
+      // Requests the HTTP layer still tracks, and the KV pool's state: what reliability checks read to prove
+      // nothing leaked (held_slots are pinned by requests; cached ones only by the prefix cache).
+      num_live_requests: ctx.live.size,
+      kv_pool: kvPool(stats),
     }],
     version: VERSION,
   });
+}
+
+function kvPool(stats: EngineStats) {
+  const total = stats.max_total_num_tokens;
+  const used = stats.used_slots ?? Math.round(stats.token_usage * total);
+  const cached = stats.cached_slots ?? 0;
+  return {
+    total_slots: total,
+    free_slots: stats.free_slots ?? total - used,
+    used_slots: used,
+    cached_slots: cached,
+    held_slots: Math.max(0, used - cached),
+    integrity_ok: stats.integrity_ok ?? true,
+  };
 }
 
 export function handleFlushCache(ctx: ServerContext): Response {
