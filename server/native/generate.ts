@@ -1,6 +1,13 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
-import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
+import {
+  checkSequenceCount,
+  generate,
+  Generation,
+  GenerationUpdate,
+  mergeGenerations,
+  newRequestId,
+} from "../generation.ts";
 import { optionalBool, optionalInt, rejectUnsupportedOptions, requireObject } from "../openai/protocol.ts";
 import { parseSamplingParams } from "../sampling.ts";
 import { sseResponse } from "../sse.ts";
@@ -61,6 +68,7 @@ export async function handleGenerate(
     withText: optionalBool(body, "return_text_in_logprobs") ?? false,
   };
   const n = sampling.n;
+  checkSequenceCount(prompts.length, n);
   const rids = parseRids(body.rid, prompts.length * n);
   const items: NativeItem[] = [];
   prompts.forEach((inputIds, p) => {

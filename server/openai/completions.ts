@@ -1,6 +1,13 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
-import { generate, Generation, GenerationUpdate, mergeGenerations, newRequestId } from "../generation.ts";
+import {
+  checkSequenceCount,
+  generate,
+  Generation,
+  GenerationUpdate,
+  mergeGenerations,
+  newRequestId,
+} from "../generation.ts";
 import { sseResponse } from "../sse.ts";
 import { lastOf } from "./chat.ts";
 import {
@@ -49,6 +56,7 @@ export async function handleCompletions(
   if (body.rid !== undefined && typeof body.rid !== "string") throw badRequest("rid must be a string", "rid");
   const id = (body.rid as string | undefined) ?? newRequestId();
   const n = common.sampling.n;
+  checkSequenceCount(prompts.length, n);
   const created = unixNow();
   const gens: Generation[] = [];
   try {
