@@ -28,6 +28,8 @@ pub struct EngineOptions {
     /// Not in the ABI's list (SGLang's internal default 0.7): fraction of max_new_tokens that
     /// admission reserves per request; tests lower it to force retractions.
     pub init_new_token_ratio: f32,
+    /// Seconds one scheduler step may run before the watchdog reports the engine stalled; 0 turns it off.
+    pub watchdog_timeout: f64,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +52,7 @@ impl Default for EngineOptions {
             decode_log_interval: 40,
             log_level: "info".into(),
             init_new_token_ratio: 0.7,
+            watchdog_timeout: 300.0,
         }
     }
 }
@@ -87,6 +90,9 @@ impl EngineOptions {
         }
         if self.max_total_tokens == Some(0) {
             return Err("max_total_tokens must be at least 1".into());
+        }
+        if !(self.watchdog_timeout.is_finite() && self.watchdog_timeout >= 0.0) {
+            return Err("watchdog_timeout must be a non-negative number of seconds".into());
         }
         if !(self.init_new_token_ratio >= 0.0 && self.init_new_token_ratio <= 1.0) {
             return Err("init_new_token_ratio must be in [0, 1]".into());
