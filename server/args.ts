@@ -33,6 +33,7 @@ export interface ServerArgs {
   shutdown_timeout: number;
   default_max_tokens: number;
   max_body_bytes: number;
+  watchdog_timeout: number;
 }
 
 /** A usage error: main.ts prints the one line and exits 2. */
@@ -95,6 +96,11 @@ const SPECS: Record<string, Spec> = {
     help: "output bound for OpenAI requests without max_tokens (4096; -1: until the context ends)",
     min: -1,
   },
+  "watchdog-timeout": {
+    kind: "float",
+    help: "seconds a scheduler step may run before /health reports 503 and the batch is logged (300; 0: off)",
+    min: 0,
+  },
   "max-body-bytes": {
     kind: "int",
     help: "largest request body accepted; larger ones get 413 (16777216)",
@@ -152,6 +158,7 @@ export function parseServerArgs(
     "shutdown-timeout": 30,
     "default-max-tokens": 4096,
     "max-body-bytes": 16 << 20,
+    "watchdog-timeout": 300,
   } as Record<string, unknown>;
   const pick = (name: string): any => get(name) ?? defaults[name] ?? null;
   const port = pick("port");
@@ -195,6 +202,7 @@ export function parseServerArgs(
     shutdown_timeout: pick("shutdown-timeout"),
     default_max_tokens: pick("default-max-tokens"),
     max_body_bytes: pick("max-body-bytes"),
+    watchdog_timeout: pick("watchdog-timeout"),
   };
 }
 
@@ -260,5 +268,6 @@ export function engineConfig(args: ServerArgs): Record<string, unknown> {
     threads: args.threads,
     decode_log_interval: args.decode_log_interval,
     log_level: args.log_level,
+    watchdog_timeout: args.watchdog_timeout,
   };
 }

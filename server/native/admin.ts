@@ -13,6 +13,10 @@ const startedAt = unixNow();
 export async function handleHealth(ctx: ServerContext, timeoutMs = 20000): Promise<Response> {
   if (ctx.stopping) return new Response("The server is shutting down.", { status: 503 });
   if (!ctx.ready) return new Response("The server is starting.", { status: 503 });
+  // A stalled step would also fail the one-token generation below, but only after its timeout.
+  if (ctx.engine.stats().watchdog_stalled) {
+    return new Response("The scheduler is stuck (see the watchdog line in the log).", { status: 503 });
+  }
   const ok = await oneTokenGeneration(ctx, timeoutMs);
   return ok
     ? new Response(null, { status: 200 })
