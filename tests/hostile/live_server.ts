@@ -53,12 +53,19 @@ export async function startLiveServer(
   const deadline = Date.now() + (options.readyTimeoutMs ?? 120_000);
   let exited = false;
   child.status.then(() => (exited = true));
+  // The ready line, or (with --log-level warning, which hides it) a healthy /health.
+  const healthy = () =>
+    fetch(`http://127.0.0.1:${port}/health`).then(
+      async (r) => (await r.body?.cancel(), r.status === 200),
+      () => false,
+    );
   while (!text.includes("The server is fired up and ready to roll!")) {
     if (exited || Date.now() > deadline) {
       const out = await stop();
       throw new Error(`server did not start:\n${out.slice(-3000)}`);
     }
     await new Promise((r) => setTimeout(r, 100));
+    if (args.includes("warning") && await healthy()) break;
   }
   return {
     url: `http://127.0.0.1:${port}`,
