@@ -47,7 +47,8 @@ uint32_t llm_abi_version(void);
  *    "page_size": int, "max_running_requests": int|null, "max_prefill_tokens": int,
  *    "chunked_prefill_size": int (-1: off), "schedule_policy": "fcfs"|"lpm",
  *    "disable_radix_cache": bool, "random_seed": int, "threads": int|null,
- *    "decode_log_interval": int, "log_level": "debug"|"info"|"warning"|"error"}
+ *    "decode_log_interval": int, "log_level": "debug"|"info"|"warning"|"error",
+ *    "watchdog_timeout": seconds (300; 0 off: a step running longer sets stats watchdog_stalled)}
  * Missing keys take SGLang's defaults. On failure returns LLM_ERR_LOAD/INVALID_ARGUMENT and writes
  * the message (naming the file and tensor at fault) into err_buf (cap bytes, truncated, NUL-terminated).
  * Slow (loads weights): call nonblocking.
@@ -112,7 +113,7 @@ int32_t llm_engine_drain(llm_engine *engine, uint8_t *buf, size_t cap, size_t *w
 /*
  * Live state as JSON: {"num_running_reqs", "num_queue_reqs", "token_usage", "used_slots",
  * "cached_slots", "free_slots", "max_total_num_tokens", "last_gen_throughput", "cache_hit_rate",
- * "num_retractions", "prompt_tokens_total", "generation_tokens_total", "integrity_ok"}.
+ * "num_retractions", "prompt_tokens_total", "generation_tokens_total", "integrity_ok", "watchdog_stalled"}.
  */
 int32_t llm_engine_stats(llm_engine *engine, uint8_t *buf, size_t cap, size_t *written);
 
