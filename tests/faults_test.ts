@@ -38,7 +38,7 @@ const firstTensor = (h: Record<string, any>) => Object.keys(h).find((k) => k !==
 
 interface StartupFault {
   name: string;
-  args: () => Promise<string[]>;
+  args: () => string[] | Promise<string[]>;
   env?: Record<string, string>;
   /** The message must say this (case-insensitive). */
   says: RegExp;
@@ -50,7 +50,7 @@ const busyPort = (blocker.addr as Deno.NetAddr).port;
 const FAULTS: StartupFault[] = [
   {
     name: "missing model folder",
-    args: async () => ["--model-path", "/nonexistent/model"],
+    args: () => ["--model-path", "/nonexistent/model"],
     says: /nonexistent|not found|no such/i,
   },
   {
@@ -125,17 +125,17 @@ const FAULTS: StartupFault[] = [
   },
   {
     name: "port in use",
-    args: async () => ["--model-path", STORIES, "--port", String(busyPort)],
+    args: () => ["--model-path", STORIES, "--port", String(busyPort)],
     says: /in use|port/i,
   },
   {
     name: "address that cannot be bound",
-    args: async () => ["--model-path", STORIES, "--host", "203.0.113.7"],
+    args: () => ["--model-path", STORIES, "--host", "203.0.113.7"],
     says: /203\.0\.113\.7|address|bind/i,
   },
   {
     name: "engine library missing",
-    args: async () => ["--model-path", STORIES],
+    args: () => ["--model-path", STORIES],
     env: { LLM_ENGINE_LIB: "/nonexistent/libllm_engine.so" },
     says: /engine library|libllm_engine/i,
   },
