@@ -68,11 +68,18 @@ export async function main(argv: string[], openEngine: EngineOpener = openLibrar
 
   // Listen at once so health checks see 503 while the weights load, as SGLang does.
   let handler: (req: Request, info: Deno.ServeHandlerInfo) => Promise<Response> = startingHandler;
-  const server = Deno.serve({
-    hostname: args.host,
-    port: args.port,
-    onListen: ({ hostname, port }) => log(`Listening on http://${hostname}:${port}`),
-  }, (req, info) => handler(req, info));
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: args.host,
+      port: args.port,
+      onListen: ({ hostname, port }) => log(`Listening on http://${hostname}:${port}`),
+    }, (req, info) => handler(req, info));
+  } catch (e) {
+    // Port in use, an address not on this host, no permission: one line, not a stack trace.
+    log(`llm-server: error: cannot listen on ${args.host}:${args.port}: ${(e as Error).message}`, "error");
+    return 1;
+  }
 
   // Before the engine exists there is nothing to drain: a signal ends the process at once (the load may take
   // minutes). From then on the Shutdown drains; a signal during warm-up is handled after it.

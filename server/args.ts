@@ -36,6 +36,7 @@ export interface ServerArgs {
   device: "auto" | "cpu" | "cuda";
   cuda_graph_max_bs: number | null;
   disable_cuda_graph: boolean;
+  watchdog_timeout: number;
 }
 
 /** A usage error: main.ts prints the one line and exits 2. */
@@ -106,6 +107,16 @@ const SPECS: Record<string, Spec> = {
   },
   "cuda-graph-max-bs": { kind: "int", help: "largest decode batch run as a CUDA graph (160)", min: 1 },
   "disable-cuda-graph": { kind: "bool", help: "run every decode step eagerly on the GPU" },
+  "watchdog-timeout": {
+    kind: "float",
+    help: "seconds a scheduler step may run before /health reports 503 and the batch is logged (300; 0: off)",
+    min: 0,
+  },
+  "max-body-bytes": {
+    kind: "int",
+    help: "largest request body accepted; larger ones get 413 (16777216)",
+    min: 1024,
+  },
   "help": { kind: "bool", help: "show this help and exit" },
 };
 
@@ -158,6 +169,8 @@ export function parseServerArgs(
     "shutdown-timeout": 30,
     "default-max-tokens": 4096,
     device: "auto",
+    "max-body-bytes": 16 << 20,
+    "watchdog-timeout": 300,
   } as Record<string, unknown>;
   const pick = (name: string): any => get(name) ?? defaults[name] ?? null;
   const port = pick("port");
@@ -200,10 +213,11 @@ export function parseServerArgs(
     stream_interval: pick("stream-interval"),
     shutdown_timeout: pick("shutdown-timeout"),
     default_max_tokens: pick("default-max-tokens"),
-    max_body_bytes: 64 << 20,
     device: pick("device"),
     cuda_graph_max_bs: pick("cuda-graph-max-bs"),
     disable_cuda_graph: values["disable-cuda-graph"] === true,
+    max_body_bytes: pick("max-body-bytes"),
+    watchdog_timeout: pick("watchdog-timeout"),
   };
 }
 
@@ -273,5 +287,6 @@ export function engineConfig(args: ServerArgs): Record<string, unknown> {
     // Absent keys take the engine's defaults (engine.h).
     ...(args.cuda_graph_max_bs !== null ? { cuda_graph_max_bs: args.cuda_graph_max_bs } : {}),
     disable_cuda_graph: args.disable_cuda_graph,
+    watchdog_timeout: args.watchdog_timeout,
   };
 }

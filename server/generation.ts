@@ -286,6 +286,22 @@ export function engineToApi(e: unknown): ApiError {
   return new ApiError(500, (e as Error)?.message ?? String(e));
 }
 
+/**
+ * Most sequences (prompts x n) one HTTP request may start. Each is tokenized and submitted synchronously, so an
+ * unbounded list (10 000 prompts x n=128) would hold the event loop for minutes and starve every other client.
+ */
+export const MAX_SEQUENCES_PER_REQUEST = 4096;
+
+export function checkSequenceCount(prompts: number, n: number): void {
+  if (prompts * n > MAX_SEQUENCES_PER_REQUEST) {
+    throw badRequest(
+      `The request asks for ${
+        prompts * n
+      } sequences (${prompts} prompts x n=${n}); the limit is ${MAX_SEQUENCES_PER_REQUEST}.`,
+    );
+  }
+}
+
 export function newRequestId(): string {
   return crypto.randomUUID().replaceAll("-", "");
 }

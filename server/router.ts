@@ -50,7 +50,7 @@ const ROUTES: Route[] = [
     ["GET"],
     /^\/v1\/models\/(.+)$/,
     false,
-    (ctx, _b, _r, p) => handleModel(ctx, decodeURIComponent(p[0])),
+    (ctx, _b, _r, p) => handleModel(ctx, decodePathPart(p[0])),
   ),
   route(["GET"], /^\/(?:get_)?model_info$/, false, (ctx) => handleModelInfo(ctx)),
   route(["GET"], /^\/(?:get_)?server_info$/, false, (ctx) => handleServerInfo(ctx)),
@@ -63,6 +63,21 @@ const ROUTES: Route[] = [
   route(["POST"], /^(?:\/v1)?\/tokenize$/, true, (ctx, body) => handleTokenize(ctx, body)),
   route(["POST"], /^(?:\/v1)?\/detokenize$/, true, (ctx, body) => handleDetokenize(ctx, body)),
 ];
+
+/** A malformed %-escape names no model: 404 rather than a URIError's 500. */
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new ApiError(
+      404,
+      `The model '${part}' does not exist`,
+      "NotFoundError",
+      "model",
+      "model_not_found",
+    );
+  }
+}
 
 /** Routes exempt from --api-key, as in SGLang. */
 const OPEN_PATHS = new Set(["/health", "/health_generate", "/metrics"]);
@@ -180,9 +195,37 @@ async function readJsonBody(req: Request, limit: number): Promise<unknown> {
     throw badRequest("The request body is not valid UTF-8.");
   }
   if (text.trim() === "") return {};
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (e) {
     throw badRequest(`The request body is not valid JSON: ${(e as Error).message}`);
+  }
+  rejectLoneSurrogates(value);
+  return value;
+}
+
+/**
+ * A \uD800-\uDFFF escape without its pair is valid JSON but not Unicode text: the tokenizer would silently turn
+ * it into U+FFFD. Walks iteratively, as a body may nest as deep as JSON.parse allows.
+ */
+function rejectLoneSurrogates(value: unknown): void {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === "string") {
+      if (!v.isWellFormed()) {
+        throw badRequest(
+          "The request body holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF), not valid Unicode.",
+        );
+      }
+    } else if (Array.isArray(v)) {
+      for (const item of v) stack.push(item);
+    } else if (v !== null && typeof v === "object") {
+      for (const [k, item] of Object.entries(v)) {
+        stack.push(k);
+        stack.push(item);
+      }
+    }
   }
 }

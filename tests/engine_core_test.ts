@@ -56,11 +56,11 @@ async function poolState(url: string): Promise<PoolState> {
   return {
     running: s.num_running_reqs,
     queued: s.num_queue_reqs,
-    used: kv.used_tokens,
-    cached: kv.cached_tokens,
-    held: kv.held_by_requests_tokens,
-    free: kv.free_tokens,
-    total: kv.total_tokens,
+    used: kv.used_slots,
+    cached: kv.cached_slots,
+    held: kv.held_slots,
+    free: kv.free_slots,
+    total: kv.total_slots,
     retractions: kv.num_retractions,
     integrityOk: kv.integrity_ok,
   };
@@ -289,7 +289,7 @@ Deno.test({
         assert(s.last_gen_throughput > 0, JSON.stringify(s));
         assertEquals(s.memory_usage.token_capacity, info.max_total_num_tokens);
         assert(s.memory_usage.kvcache > 0);
-        assertEquals(s.kv_pool.total_tokens, info.max_total_num_tokens);
+        assertEquals(s.kv_pool.total_slots, info.max_total_num_tokens);
       });
     });
 

@@ -49,7 +49,8 @@ uint32_t llm_abi_version(void);
  *    "disable_radix_cache": bool, "random_seed": int, "threads": int|null,
  *    "decode_log_interval": int, "log_level": "debug"|"info"|"warning"|"error",
  *    "device": "auto"|"cpu"|"cuda" (default "auto"), "cuda_graph_max_bs": int (default 160),
- *    "disable_cuda_graph": bool (default false)}
+ *    "disable_cuda_graph": bool (default false),
+ *    "watchdog_timeout": seconds (300; 0 off: a step running longer sets stats watchdog_stalled)}
  * Missing keys take SGLang's defaults.
  * device: "auto" runs on GPU 0 when the library was built with the `cuda` feature and CUDA works
  * there, else on the CPU after logging one line `CUDA not used: <reason>; running on CPU`; "cuda"
@@ -121,7 +122,8 @@ int32_t llm_engine_drain(llm_engine *engine, uint8_t *buf, size_t cap, size_t *w
 /*
  * Live state as JSON: {"num_running_reqs", "num_queue_reqs", "token_usage", "used_slots",
  * "cached_slots", "held_slots", "free_slots", "max_total_num_tokens", "last_gen_throughput",
- * "cache_hit_rate", "num_retractions", "prompt_tokens_total", "generation_tokens_total", "integrity_ok"}.
+ * "cache_hit_rate", "num_retractions", "prompt_tokens_total", "generation_tokens_total", "integrity_ok",
+ * "watchdog_stalled"}.
  * held_slots: slots requests hold (own pages and the cached prefixes they lock) = used minus evictable.
  */
 int32_t llm_engine_stats(llm_engine *engine, uint8_t *buf, size_t cap, size_t *written);

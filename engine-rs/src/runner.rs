@@ -22,6 +22,8 @@ pub struct Runner {
     last_decode_log: Instant,
     generated_since_log: u64,
     pub last_gen_throughput: f64,
+    /// Per plan item: its forward pass failed, so it finishes with an abort and its KV is not kept.
+    failed: Vec<bool>,
 }
 
 impl Runner {
@@ -38,6 +40,7 @@ impl Runner {
             last_decode_log: Instant::now(),
             generated_since_log: 0,
             last_gen_throughput: 0.0,
+            failed: Vec::new(),
         }
     }
 
@@ -55,11 +58,15 @@ impl Runner {
         if self.plan.prefill_seqs > 0 {
             self.log_prefill();
         }
-        match self.forward() {
+        self.failed.clear();
+        self.failed.resize(self.plan.items.len(), false);
+        let all: Vec<usize> = (0..self.plan.items.len()).collect();
+        match self.forward(&all) {
             Ok(logits) => self.consume(&logits),
             Err(msg) => {
-                self.log.log(crate::sched::log::Level::Error, &msg);
-                self.sched.abort_all(&msg);
+                self.log.log(crate::sched::log::Level::Error, &format!("{msg}; retrying the batch's sequences one by one"));
+                let logits = self.forward_one_by_one();
+                self.consume(&logits);
             }
         }
         if self.plan.decode_seqs > 0 {
@@ -90,11 +97,36 @@ impl Runner {
         }
     }
 
-    fn forward(&mut self) -> Result<Vec<f32>, String> {
+    /// After a failed batch: each sequence alone, so one bad request fails only itself. A sequence that
+    /// fails alone gets an abort finish and zero logits rows (never read: `consume` skips failed items).
+    /// Rewriting KV at the same slots is harmless: a sequence's new positions are its own pages.
+    fn forward_one_by_one(&mut self) -> Vec<f32> {
+        let vocab = self.model.config().vocab_size;
+        let mut logits = Vec::new();
+        for i in 0..self.plan.items.len() {
+            let it = &self.plan.items[i];
+            let rows = if it.all_logits { it.n } else { 1 };
+            match self.forward(&[i]) {
+                Ok(l) => logits.extend_from_slice(&l),
+                Err(msg) => {
+                    let r = &mut self.sched.running[self.plan.items[i].req];
+                    self.log.log(crate::sched::log::Level::Error, &format!("request {} failed: {msg}", r.id));
+                    if r.pending.finish.is_none() {
+                        r.pending.finish = Some(Finish::Abort(format!("Internal error while processing the request: {msg}")));
+                    }
+                    self.failed[i] = true;
+                    logits.resize(logits.len() + rows * vocab, 0.0);
+                }
+            }
+        }
+        logits
+    }
+
+    /// Runs the plan items at `which` as one batch.
+    fn forward(&mut self, which: &[usize]) -> Result<Vec<f32>, String> {
         let running = &self.sched.running;
-        let batch: Vec<ForwardSeq> = self
-            .plan
-            .items
+        let items: Vec<&crate::sched::scheduler::PlanItem> = which.iter().map(|&i| &self.plan.items[i]).collect();
+        let batch: Vec<ForwardSeq> = items
             .iter()
             .map(|it| {
                 let r = &running[it.req];
@@ -107,7 +139,7 @@ impl Runner {
                 }
             })
             .collect();
-        let rows: usize = self.plan.items.iter().map(|it| if it.all_logits { it.n } else { 1 }).sum();
+        let rows: usize = items.iter().map(|it| if it.all_logits { it.n } else { 1 }).sum();
         let model = &self.model;
         let kv = &mut self.kv;
         let logits = catch_unwind(AssertUnwindSafe(|| model.forward(&batch, kv)))
@@ -122,16 +154,43 @@ impl Runner {
     fn consume(&mut self, logits: &[f32]) {
         let vocab = self.model.config().vocab_size;
         let mut row = 0;
-        for it in &self.plan.items {
-            let idx = it.req;
-            let r = &mut self.sched.running[idx];
+        for (i, it) in self.plan.items.iter().enumerate() {
             let rows = if it.all_logits { it.n } else { 1 };
             let seq_logits = &logits[row * vocab..(row + rows) * vocab];
             row += rows;
+            if self.failed[i] {
+                // Its KV for these positions may be garbage: not computed, so never cached.
+                continue;
+            }
+            let idx = it.req;
+            // A panic while sampling or bookkeeping one request fails that request, not the engine.
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                Self::consume_one(&mut self.sched, &mut self.sampler, &mut self.generated_since_log, it, seq_logits, vocab)
+            }));
+            if let Err(e) = outcome {
+                let msg = format!("Internal error while sampling: {}", panic_message(&e));
+                self.log.log(crate::sched::log::Level::Error, &format!("request {} failed: {msg}", self.sched.running[idx].id));
+                self.sched.running[idx].pending.finish = Some(Finish::Abort(msg));
+            }
+        }
+    }
+
+    fn consume_one(
+        sched: &mut Scheduler,
+        sampler: &mut Sampler,
+        generated_since_log: &mut u64,
+        it: &crate::sched::scheduler::PlanItem,
+        seq_logits: &[f32],
+        vocab: usize,
+    ) {
+        {
+            let idx = it.req;
+            let rows = if it.all_logits { it.n } else { 1 };
+            let r = &mut sched.running[idx];
             let start = r.computed;
             r.computed += it.n;
             if r.pending.finish.is_some() {
-                continue;
+                return;
             }
             if it.all_logits {
                 if let Some(lp_start) = r.input_logprob_start {
@@ -156,17 +215,17 @@ impl Runner {
                 }
             }
             if r.computed < r.tokens.len() {
-                self.sched.cache_progress(idx);
-                continue;
+                sched.cache_progress(idx);
+                return;
             }
             if r.max_new_tokens == 0 {
                 r.pending.finish = Some(Finish::Length(0));
-                continue;
+                return;
             }
             let last = &seq_logits[(rows - 1) * vocab..rows * vocab];
             let suppress: &[u32] = if r.generated() < r.sampling.params.min_new_tokens { &r.stop_ids } else { &[] };
             let top = if r.return_logprob { r.top_logprobs_num } else { 0 };
-            let s = self.sampler.sample(last, &mut r.sampling, suppress, r.return_logprob, top);
+            let s = sampler.sample(last, &mut r.sampling, suppress, r.return_logprob, top);
             r.tokens.push(s.token);
             r.sampling.observe(s.token);
             r.pending.tokens.push(s.token);
@@ -176,8 +235,8 @@ impl Runner {
                     r.pending.top_logprobs.push(s.top);
                 }
             }
-            self.sched.generation_tokens_total += 1;
-            self.generated_since_log += 1;
+            sched.generation_tokens_total += 1;
+            *generated_since_log += 1;
             if r.is_stop(s.token) {
                 r.pending.finish = Some(Finish::Stop(s.token));
             } else if r.generated() >= r.max_new_tokens {

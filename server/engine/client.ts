@@ -33,6 +33,8 @@ export interface EngineStats {
   prompt_tokens_total: number;
   generation_tokens_total: number;
   integrity_ok?: boolean;
+  /** A scheduler step has run past --watchdog-timeout. */
+  watchdog_stalled?: boolean;
 }
 
 export interface SamplingForEngine {

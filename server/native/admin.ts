@@ -1,6 +1,6 @@
 import type { ServerContext } from "../context.ts";
 import { ApiError, badRequest } from "../errors.ts";
-import { EngineError } from "../engine/client.ts";
+import { EngineError, EngineStats } from "../engine/client.ts";
 import { Status } from "../engine/ffi.ts";
 import { generate, newRequestId } from "../generation.ts";
 import { optionalBool, requireObject, unixNow } from "../openai/protocol.ts";
@@ -13,6 +13,10 @@ const startedAt = unixNow();
 export async function handleHealth(ctx: ServerContext, timeoutMs = 20000): Promise<Response> {
   if (ctx.stopping) return new Response("The server is shutting down.", { status: 503 });
   if (!ctx.ready) return new Response("The server is starting.", { status: 503 });
+  // A stalled step would also fail the one-token generation below, but only after its timeout.
+  if (ctx.engine.stats().watchdog_stalled) {
+    return new Response("The scheduler is stuck (see the watchdog line in the log).", { status: 503 });
+  }
   const ok = await oneTokenGeneration(ctx, timeoutMs);
   return ok
     ? new Response(null, { status: 200 })
@@ -133,19 +137,29 @@ export function handleServerInfo(ctx: ServerContext): Response {
       num_queue_reqs: stats.num_queue_reqs,
       token_usage: stats.token_usage,
       cache_hit_rate: stats.cache_hit_rate,
-      // Page accounting in tokens: used = held by requests + evictable cache; free + used = total.
-      kv_pool: {
-        total_tokens: stats.max_total_num_tokens,
-        used_tokens: stats.used_slots ?? null,
-        cached_tokens: stats.cached_slots ?? null,
-        held_by_requests_tokens: stats.held_slots ?? null,
-        free_tokens: stats.free_slots ?? null,
-        num_retractions: stats.num_retractions ?? null,
-        integrity_ok: stats.integrity_ok ?? null,
-      },
+      // Requests the HTTP layer still tracks, and the KV pool's state: what reliability checks read to prove
+      // nothing leaked (held_slots are pinned by requests; cached ones only by the prefix cache).
+      num_live_requests: ctx.live.size,
+      kv_pool: kvPool(stats),
     }],
     version: VERSION,
   });
+}
+
+function kvPool(stats: EngineStats) {
+  const total = stats.max_total_num_tokens;
+  const used = stats.used_slots ?? Math.round(stats.token_usage * total);
+  const cached = stats.cached_slots ?? 0;
+  return {
+    total_slots: total,
+    free_slots: stats.free_slots ?? total - used,
+    used_slots: used,
+    cached_slots: cached,
+    // The engine's own count (used minus evictable); cached prefixes a request locks count as held.
+    held_slots: stats.held_slots ?? Math.max(0, used - cached),
+    num_retractions: stats.num_retractions ?? 0,
+    integrity_ok: stats.integrity_ok ?? true,
+  };
 }
 
 export function handleFlushCache(ctx: ServerContext): Response {

@@ -1,6 +1,7 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
 import {
+  checkSequenceCount,
   generate,
   Generation,
   GenerationUpdate,
@@ -69,6 +70,7 @@ export async function handleGenerate(
     withText: optionalBool(body, "return_text_in_logprobs") ?? false,
   };
   const n = sampling.n;
+  checkSequenceCount(prompts.length, n);
   const rids = parseRids(body.rid, prompts.length * n);
   const items: NativeItem[] = [];
   prompts.forEach((inputIds, p) => {

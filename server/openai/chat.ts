@@ -1,6 +1,7 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
 import {
+  checkSequenceCount,
   generate,
   Generation,
   GenerationUpdate,
@@ -32,6 +33,32 @@ interface ChatRequest {
   rid: string;
 }
 
+/** OpenAI's shapes: tools are {type: "function", function: {name, ...}}; tool_choice a mode or one named tool. */
+function checkTools(tools: unknown, toolChoice: unknown): void {
+  const isObject = (v: unknown): v is Record<string, any> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  if (tools !== undefined && tools !== null) {
+    if (!Array.isArray(tools)) throw badRequest("tools must be a list of tool objects", "tools");
+    tools.forEach((t, i) => {
+      if (
+        !isObject(t) || t.type !== "function" || !isObject(t.function) || typeof t.function.name !== "string"
+      ) {
+        throw badRequest(`tools[${i}] must be {type: "function", function: {name: string, ...}}`, "tools");
+      }
+    });
+  }
+  if (toolChoice === undefined || toolChoice === null) return;
+  if (typeof toolChoice === "string" && ["none", "auto", "required"].includes(toolChoice)) return;
+  if (
+    isObject(toolChoice) && toolChoice.type === "function" && isObject(toolChoice.function) &&
+    typeof toolChoice.function.name === "string"
+  ) return;
+  throw badRequest(
+    'tool_choice must be "none", "auto", "required" or {type: "function", function: {name}}',
+    "tool_choice",
+  );
+}
+
 function parseChat(body: Record<string, unknown>): ChatRequest {
   const messages = body.messages;
   if (!Array.isArray(messages) || messages.length === 0) {
@@ -53,6 +80,7 @@ function parseChat(body: Record<string, unknown>): ChatRequest {
     throw badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
   }
   if (body.rid !== undefined && typeof body.rid !== "string") throw badRequest("rid must be a string", "rid");
+  checkTools(body.tools, body.tool_choice);
   return {
     messages: messages as ChatMessage[],
     tools: body.tools,
@@ -73,6 +101,7 @@ export async function handleChat(
   const chat = parseChat(body);
   const inputIds = ctx.chatTemplate.encode(chat.messages, { addGenerationPrompt: true, tools: chat.tools });
   const n = common.sampling.n;
+  checkSequenceCount(1, n);
   await warmPrefixCache(ctx, [inputIds], n);
   const start = (i: number): Generation =>
     generate(ctx, {

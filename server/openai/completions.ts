@@ -1,6 +1,7 @@
 import type { ServerContext } from "../context.ts";
 import { badRequest } from "../errors.ts";
 import {
+  checkSequenceCount,
   generate,
   Generation,
   GenerationUpdate,
@@ -63,6 +64,7 @@ export async function handleCompletions(
   if (body.rid !== undefined && typeof body.rid !== "string") throw badRequest("rid must be a string", "rid");
   const id = (body.rid as string | undefined) ?? newRequestId();
   const n = common.sampling.n;
+  checkSequenceCount(prompts.length, n);
   const created = unixNow();
   await warmPrefixCache(ctx, prompts, n);
   const gens: Generation[] = [];

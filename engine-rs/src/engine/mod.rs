@@ -4,6 +4,7 @@
 pub mod device;
 pub mod events;
 pub mod options;
+pub mod watchdog;
 pub mod worker;
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ use crate::sched::scheduler::{Policy, Scheduler, SchedulerConfig};
 
 pub use events::WaitResult;
 pub use options::EngineOptions;
+use watchdog::{StepClock, Watchdog};
 use worker::{Command, Shared, Stats};
 
 /// Status codes of engine.h.
@@ -90,6 +92,7 @@ pub struct Engine {
     info_json: String,
     limits: Limits,
     next_id: AtomicU64,
+    _watchdog: Option<Watchdog>,
 }
 
 impl Engine {
@@ -185,7 +188,10 @@ impl Engine {
             events: Default::default(),
             live: Mutex::new(HashSet::new()),
             stats: Mutex::new(stats),
+            clock: Arc::new(StepClock::default()),
         });
+        let watchdog = Watchdog::start(shared.clock.clone(), Duration::from_secs_f64(opts.watchdog_timeout))
+            .map_err(|e| EngineError::new(status::INTERNAL, e))?;
         let (tx, rx) = mpsc::channel();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -209,6 +215,7 @@ impl Engine {
                 random_seed,
             },
             next_id: AtomicU64::new(1),
+            _watchdog: watchdog,
         })
     }
 
@@ -314,7 +321,9 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Stats {
-        self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        stats.watchdog_stalled = self.shared.clock.stalled();
+        stats
     }
 
     pub fn stats_json(&self) -> String {
@@ -335,6 +344,7 @@ impl Engine {
             "generation_tokens_total": s.generation_tokens_total,
             "integrity_ok": s.integrity_ok,
             "integrity_error": s.integrity_error,
+            "watchdog_stalled": s.watchdog_stalled,
         })
         .to_string()
     }

@@ -33,6 +33,8 @@ pub struct EngineOptions {
     /// Largest decode batch replayed as a CUDA graph (SGLang's default for H100-class GPUs).
     pub cuda_graph_max_bs: usize,
     pub disable_cuda_graph: bool,
+    /// Seconds one scheduler step may run before the watchdog reports the engine stalled; 0 turns it off.
+    pub watchdog_timeout: f64,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +60,7 @@ impl Default for EngineOptions {
             device: "auto".into(),
             cuda_graph_max_bs: 160,
             disable_cuda_graph: false,
+            watchdog_timeout: 300.0,
         }
     }
 }
@@ -95,6 +98,9 @@ impl EngineOptions {
         }
         if self.max_total_tokens == Some(0) {
             return Err("max_total_tokens must be at least 1".into());
+        }
+        if !(self.watchdog_timeout.is_finite() && self.watchdog_timeout >= 0.0) {
+            return Err("watchdog_timeout must be a non-negative number of seconds".into());
         }
         if !(self.init_new_token_ratio >= 0.0 && self.init_new_token_ratio <= 1.0) {
             return Err("init_new_token_ratio must be in [0, 1]".into());

@@ -37,6 +37,8 @@ pub struct Stats {
     pub generation_tokens_total: u64,
     pub integrity_ok: bool,
     pub integrity_error: Option<String>,
+    /// A step has run past --watchdog-timeout and not ended yet.
+    pub watchdog_stalled: bool,
 }
 
 pub struct Shared {
@@ -44,6 +46,7 @@ pub struct Shared {
     /// Ids submitted and not yet finished (abort answers NOT_FOUND for the rest).
     pub live: Mutex<HashSet<u64>>,
     pub stats: Mutex<Stats>,
+    pub clock: Arc<super::watchdog::StepClock>,
 }
 
 const ABORT_MESSAGE: &str = "Aborted by request.";
@@ -101,7 +104,9 @@ pub fn run(mut runner: Runner, rx: Receiver<Command>, shared: Arc<Shared>) {
         }
         let was_busy = !runner.sched.is_idle();
         if was_busy {
+            shared.clock.begin(|| describe_batch(&runner));
             runner.step(&mut records, &mut |id| finished.push(id));
+            shared.clock.end();
             steps += 1;
         }
         let now_idle = runner.sched.is_idle();
@@ -117,6 +122,21 @@ pub fn run(mut runner: Runner, rx: Receiver<Command>, shared: Arc<Shared>) {
         publish(&shared, &mut records, &mut finished);
     }
     shared.events.stop();
+}
+
+/// The watchdog's account of a step: enough to find the requests in the logs, bounded in size.
+fn describe_batch(runner: &Runner) -> String {
+    const SHOWN: usize = 16;
+    let s = &runner.sched;
+    let ids: Vec<String> = s.running.iter().take(SHOWN).map(|r| format!("{}({} tok)", r.id, r.tokens.len())).collect();
+    let more = s.running.len().saturating_sub(SHOWN);
+    format!(
+        "#running-req: {}, #queue-req: {}, requests: [{}]{}",
+        s.running.len(),
+        s.waiting.len(),
+        ids.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    )
 }
 
 fn publish(shared: &Shared, records: &mut Vec<String>, finished: &mut Vec<u64>) {
@@ -147,6 +167,7 @@ pub fn update_stats(shared: &Shared, runner: &Runner, integrity: &Result<(), Str
         generation_tokens_total: s.generation_tokens_total,
         integrity_ok: integrity.is_ok(),
         integrity_error: integrity.as_ref().err().cloned(),
+        watchdog_stalled: false,
     };
     *shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
 }
