@@ -30,6 +30,14 @@ trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || 
 log() { echo "[bench_overhead] $*" >&2; }
 # utime + stime of one process in clock ticks (fields 14 and 15 of /proc/PID/stat, after the "(comm)").
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# The same for the engine's own threads (scheduler and compute pool, named llm-*): the rest is Deno (HTTP, JS).
+engine_ticks() {
+  local sum=0 t
+  for t in /proc/"$1"/task/*; do
+    [[ "$(cat "$t/comm" 2>/dev/null)" == llm-* ]] && sum=$((sum + $(cpu_ticks "${t#/proc/}" 2>/dev/null || echo 0)))
+  done
+  echo "$sum"
+}
 TICKS="$(getconf CLK_TCK)"
 
 # shellcheck disable=SC2086
@@ -53,18 +61,20 @@ bench "$CONCURRENCY" >/dev/null 2>&1 || { cat "$WORK/server.log" >&2; log "warm-
 rm -f "$WORK/bench.jsonl"
 
 server_before="$(cpu_ticks "$SERVER_PID")"
+engine_before="$(engine_ticks "$SERVER_PID")"
 start_ns="$(date +%s%N)"
 /usr/bin/time -f "%U %S" -o "$WORK/client.time" bash -c "$(declare -f bench); DENO='$DENO' REPO='$REPO' \
   PORT='$PORT' BACKEND='$BACKEND' INPUT_LEN='$INPUT_LEN' OUTPUT_LEN='$OUTPUT_LEN' CONCURRENCY='$CONCURRENCY' \
   WORK='$WORK' bench '$NUM_PROMPTS'" | tee "$WORK/bench.out"
 end_ns="$(date +%s%N)"
 server_after="$(cpu_ticks "$SERVER_PID")"
+engine_after="$(engine_ticks "$SERVER_PID")"
 
 node -e '
-const [jsonl, clientTime, serverTicks, ticks, wallNs] = process.argv.slice(1);
+const [jsonl, clientTime, serverTicks, engineTicks, ticks, wallNs] = process.argv.slice(1);
 const r = JSON.parse(require("fs").readFileSync(jsonl, "utf8").trim().split("\n").pop());
 const [cu, cs] = require("fs").readFileSync(clientTime, "utf8").trim().split(/\s+/).map(Number);
-const server = Number(serverTicks) / Number(ticks), client = cu + cs, wall = Number(wallNs) / 1e9;
+const server = Number(serverTicks) / Number(ticks), engine = Number(engineTicks) / Number(ticks), client = cu + cs, wall = Number(wallNs) / 1e9;
 const toks = r.total_output_tokens;
 const row = (k, v) => console.log(k.padEnd(40) + v);
 console.log("=".repeat(20) + " Serving overhead " + "=".repeat(20));
@@ -74,7 +84,12 @@ row("Benchmark duration (s):", r.duration.toFixed(2));
 row("Output token throughput (tok/s):", r.output_throughput.toFixed(0));
 row("Server CPU (s, user+sys):", server.toFixed(2));
 row("Client CPU (s, user+sys, incl. start):", client.toFixed(2));
+row("  of which engine threads (s):", engine.toFixed(2));
+row("  of which Deno: HTTP, JS (s):", (server - engine).toFixed(2));
 row("Server CPU per 1k tokens (ms):", (1e6 * server / toks).toFixed(1));
+row("  Deno CPU per 1k tokens (ms):", (1e6 * (server - engine) / toks).toFixed(1));
+row("  Engine CPU per 1k tokens (ms):", (1e6 * engine / toks).toFixed(1));
 row("Server tok/s per busy core:", (toks / server).toFixed(0));
 row("Cores busy, server + client:", ((server + client) / wall).toFixed(2));
-' "$WORK/bench.jsonl" "$WORK/client.time" "$((server_after - server_before))" "$TICKS" "$((end_ns - start_ns))"
+' "$WORK/bench.jsonl" "$WORK/client.time" "$((server_after - server_before))" \
+  "$((engine_after - engine_before))" "$TICKS" "$((end_ns - start_ns))"
