@@ -310,6 +310,15 @@ export function newRequestId(): string {
 export async function* mergeGenerations(
   gens: Generation[],
 ): AsyncGenerator<{ index: number; update: GenerationUpdate }> {
+  if (gens.length === 1) {
+    // The common case (one prompt, n = 1) needs no race: a Promise.race and two wrappers per token add up.
+    try {
+      for await (const update of gens[0]) yield { index: 0, update };
+    } finally {
+      gens[0].cancel();
+    }
+    return;
+  }
   const pending = new Map<number, Promise<{ index: number; result: IteratorResult<GenerationUpdate> }>>();
   const pull = (index: number) =>
     pending.set(index, gens[index].next().then((result) => ({ index, result })));

@@ -105,37 +105,48 @@ export class EngineError extends Error {
   }
 }
 
-/** An unbounded single-consumer queue: the pump pushes, one request handler iterates. */
+/**
+ * An unbounded single-consumer queue: the pump pushes, one request handler iterates. A plain iterator
+ * rather than an async generator: an item already queued is handed out without a new promise chain.
+ */
 export class EventQueue<T> implements AsyncIterable<T> {
-  private readonly items: T[] = [];
-  private waiter: (() => void) | null = null;
+  private items: T[] = [];
+  private head = 0;
+  private waiter: ((result: IteratorResult<T>) => void) | null = null;
   private closed = false;
 
   push(item: T): void {
+    const w = this.waiter;
+    if (w) {
+      this.waiter = null;
+      w({ value: item, done: false });
+      return;
+    }
     this.items.push(item);
-    this.wake();
   }
 
   close(): void {
     this.closed = true;
-    this.wake();
-  }
-
-  private wake(): void {
     const w = this.waiter;
     this.waiter = null;
-    w?.();
+    w?.({ value: undefined, done: true });
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    while (true) {
-      if (this.items.length > 0) {
-        yield this.items.shift()!;
-        continue;
+  next(): Promise<IteratorResult<T>> {
+    if (this.head < this.items.length) {
+      const value = this.items[this.head++];
+      if (this.head === this.items.length) {
+        this.items = [];
+        this.head = 0;
       }
-      if (this.closed) return;
-      await new Promise<void>((resolve) => (this.waiter = resolve));
+      return Promise.resolve({ value, done: false });
     }
+    if (this.closed) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return { next: () => this.next(), return: () => Promise.resolve({ value: undefined, done: true }) };
   }
 }
 
