@@ -12,7 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import { MODELS_DIR } from "../tests/helpers.ts";
-import { haveEngineLib, startRealServer } from "../tests/real_server.ts";
+import { HAVE_ENGINE, startRealServer } from "../tests/real_server.ts";
 
 const { values: opts } = parseArgs({
   args: Deno.args,
@@ -30,7 +30,7 @@ const requests = Number(opts.requests);
 const concurrency = Math.max(1, Number(opts.concurrency));
 const maxTokens = Number(opts["max-tokens"]);
 const systemWords = Number(opts["system-words"]);
-if (!haveEngineLib) {
+if (!HAVE_ENGINE) {
   console.error("The engine library is missing: run `cargo build --release` first.");
   Deno.exit(1);
 }

@@ -7,7 +7,7 @@
  * timeouts, nothing live, no KV held, all slots free after a flush, resident memory after warm-up vs at the end.
  * Exit code 0 when every check holds.
  */
-import { residentBytes, startLiveServer } from "../tests/hostile/live_server.ts";
+import { residentBytes, startServer } from "../tests/real_server.ts";
 
 export interface LoadOptions {
   seconds: number;
@@ -133,7 +133,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadReport> {
   const rand = seeded(opts.seed ?? 1);
   const dropFraction = opts.dropFraction ?? 1 / 3;
   const timeoutMs = opts.requestTimeoutMs ?? 120_000;
-  const server = opts.url ? null : await startLiveServer([
+  const server = opts.url ? null : await startServer([
     "--model-path",
     opts.modelPath ?? new URL("../../shared/models/stories260K", import.meta.url).pathname,
     "--dtype",

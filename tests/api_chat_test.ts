@@ -5,8 +5,8 @@
  */
 import OpenAI from "openai";
 import { assert, assertEquals } from "./assert.ts";
-import { postJson, TINY } from "./helpers.ts";
-import { expectError, golden, sharedServer, sseEvents } from "./api_server.ts";
+import { golden, postJson, TINY } from "./helpers.ts";
+import { expectError, sharedServer, sseEvents } from "./api_server.ts";
 
 const group = sharedServer(TINY, ["--dtype", "float32", "--served-model-name", "tiny"]);
 const cases = (await golden(TINY)).filter((c) => c.kind === "chat");

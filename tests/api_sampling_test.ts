@@ -5,8 +5,8 @@
  */
 import OpenAI from "openai";
 import { assert, assertEquals } from "./assert.ts";
-import { postJson, STORIES } from "./helpers.ts";
-import { expectError, golden, postOk, sharedServer, sseEvents } from "./api_server.ts";
+import { golden, postJson, STORIES } from "./helpers.ts";
+import { expectError, postOk, sharedServer, sseEvents } from "./api_server.ts";
 
 const group = sharedServer(STORIES, ["--dtype", "float32", "--served-model-name", "stories"]);
 const cases = await golden(STORIES);

@@ -1,64 +1,13 @@
 /**
- * The real server process (main.ts on the real engine library) for the api_*_test.ts files: one per model
- * per file, shared by that file's tests, so the whole API surface is checked end to end in seconds.
+ * Helpers for the api_*_test.ts files: one real server process per model per file, shared by that file's
+ * tests, so the whole API surface is checked end to end in seconds; request and answer checks.
  */
 import { assert, assertEquals } from "./assert.ts";
-import { postJson, REPO_ROOT } from "./helpers.ts";
-
-export const ENGINE_LIB = Deno.env.get("LLM_ENGINE_LIB") || `${REPO_ROOT}/target/release/libllm_engine.so`;
-export const HAVE_ENGINE = await Deno.stat(ENGINE_LIB).then(() => true, () => false);
+import { postJson } from "./helpers.ts";
+import { ENGINE_LIB, HAVE_ENGINE, type ServerProcess, startRealServer } from "./real_server.ts";
 
 if (!HAVE_ENGINE && Deno.env.get("CI")) {
   throw new Error(`${ENGINE_LIB} is missing: build it with cargo build --release before the tests`);
-}
-
-export interface RealServer {
-  url: string;
-  /** Everything the process printed so far. */
-  log(): string;
-  stop(): Promise<string>;
-}
-
-export async function startRealServer(modelDir: string, extra: string[] = []): Promise<RealServer> {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${REPO_ROOT}/main.ts`, "--model-path", modelDir, "--port", String(port), ...extra],
-    env: { LLM_ENGINE_LIB: ENGINE_LIB },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // A filtered run (deno test --filter) may never reach a group's last test: never leave a server behind.
-  globalThis.addEventListener("unload", () => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-  });
-  let output = "";
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) output += chunk;
-  };
-  const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already gone */ }
-    await child.status;
-    await readers;
-    return output;
-  };
-  const deadline = Date.now() + 120_000;
-  while (!output.includes("The server is fired up and ready to roll!")) {
-    const exited = await Promise.race([
-      child.status.then(() => true),
-      new Promise((r) => setTimeout(() => r(false), 100)),
-    ]);
-    if (exited || Date.now() > deadline) {
-      throw new Error(`server did not start:\n${(await stop()).slice(-3000)}`);
-    }
-  }
-  return { url: `http://127.0.0.1:${port}`, log: () => output, stop };
 }
 
 /**
@@ -66,11 +15,11 @@ export async function startRealServer(modelDir: string, extra: string[] = []): P
  * last, which Deno runs in file order. Without the engine library (and outside CI) they are ignored.
  */
 export function sharedServer(modelDir: string, extra: string[] = []) {
-  let server: Promise<RealServer> | null = null;
+  let server: Promise<ServerProcess> | null = null;
   let remaining = 0;
-  const tests: { name: string; fn: (s: RealServer) => Promise<void> }[] = [];
+  const tests: { name: string; fn: (s: ServerProcess) => Promise<void> }[] = [];
   return {
-    test(name: string, fn: (s: RealServer) => Promise<void>) {
+    test(name: string, fn: (s: ServerProcess) => Promise<void>) {
       tests.push({ name, fn });
       remaining++;
       Deno.test({
@@ -79,7 +28,7 @@ export function sharedServer(modelDir: string, extra: string[] = []) {
         sanitizeResources: false,
         sanitizeOps: false,
         fn: async () => {
-          server ??= startRealServer(modelDir, extra);
+          server ??= startRealServer(modelDir, extra, { readyTimeoutMs: 120_000 });
           const s = await server;
           try {
             await fn(s);
@@ -110,10 +59,6 @@ export async function expectError(res: Response, status: number, messagePart: st
   assert(typeof body.type === "string" && body.type.length > 0, text);
   assert(body.message.includes(messagePart), `${JSON.stringify(messagePart)} not in ${text}`);
   return body;
-}
-
-export async function golden(dir: string): Promise<any[]> {
-  return JSON.parse(await Deno.readTextFile(`${dir}/golden.json`)).cases;
 }
 
 /** Parses an SSE body into its data payloads (JSON objects, or the string "[DONE]"). */

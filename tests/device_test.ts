@@ -5,10 +5,9 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { engineConfig, parseServerArgs } from "../server/args.ts";
-import { postJson, REPO_ROOT, TINY } from "./helpers.ts";
+import { postJson, TINY } from "./helpers.ts";
+import { HAVE_ENGINE, spawnServer, startRealServer } from "./real_server.ts";
 
-const LIB = Deno.env.get("LLM_ENGINE_LIB") || `${REPO_ROOT}/target/release/libllm_engine.so`;
-const haveLib = await Deno.stat(LIB).then(() => true, () => false);
 const FALLBACK = /CUDA not used: (.+); running on CPU/g;
 
 Deno.test("device args: --device, --cuda-graph-max-bs and --disable-cuda-graph reach the engine config", () => {
@@ -29,44 +28,15 @@ Deno.test("device args: --device, --cuda-graph-max-bs and --disable-cuda-graph r
   }
 });
 
-async function runServer(extra: string[], untilReady: boolean) {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${REPO_ROOT}/main.ts`, "--model-path", TINY, "--port", String(port), ...extra],
-    env: { LLM_ENGINE_LIB: LIB },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
-  const collect = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s.pipeThrough(new TextDecoderStream())) log += chunk;
-  };
-  const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const finished = child.status.then(async (st) => (await readers, st.code));
-  let exited = false;
-  finished.then(() => exited = true);
-  const deadline = Date.now() + 120_000;
-  while (untilReady && !exited && !log.includes("The server is fired up and ready to roll!")) {
-    if (Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const stop = async () => {
-    if (!exited) child.kill("SIGTERM");
-    return { code: await finished, log };
-  };
-  return { url: `http://127.0.0.1:${port}`, log: () => log, stop, finished };
-}
-
 Deno.test({
   name: "device auto without a usable GPU: one fallback line naming the reason, then serves on the CPU",
-  ignore: !haveLib,
+  ignore: !HAVE_ENGINE,
   sanitizeResources: false,
   fn: async () => {
-    const server = await runServer(["--device", "auto", "--max-total-tokens", "4096"], true);
+    const server = await startRealServer(TINY, ["--device", "auto", "--max-total-tokens", "4096"], {
+      readyTimeoutMs: 120_000,
+    });
     try {
-      assert(server.log().includes("The server is fired up"), `server did not start:\n${server.log().slice(-3000)}`);
       const res = await postJson(`${server.url}/generate`, {
         input_ids: [1, 2, 3],
         sampling_params: { temperature: 0, max_new_tokens: 4, ignore_eos: true },
@@ -77,7 +47,7 @@ Deno.test({
       const info = await (await fetch(`${server.url}/get_server_info`)).json();
       assertEquals([info.device, info.engine.device], ["auto", "cpu"]);
     } finally {
-      const { log } = await server.stop();
+      const log = await server.stop();
       const lines = [...log.matchAll(FALLBACK)];
       assertEquals(lines.length, 1, `want exactly one fallback line, got:\n${log.slice(-3000)}`);
       assert(lines[0][1].trim().length > 10, `the fallback line must say why: ${lines[0][0]}`);
@@ -87,14 +57,13 @@ Deno.test({
 
 Deno.test({
   name: "device cuda without a usable GPU: exits non-zero with a clear message",
-  ignore: !haveLib,
+  ignore: !HAVE_ENGINE,
   sanitizeResources: false,
   fn: async () => {
-    const server = await runServer(["--device", "cuda"], false);
+    const server = spawnServer(["--model-path", TINY, "--device", "cuda"]);
     const timer = setTimeout(() => server.stop(), 120_000);
-    const code = await server.finished;
+    const { code, output: log } = await server.exited;
     clearTimeout(timer);
-    const log = server.log();
     assert(code !== 0, `--device cuda must fail here, exited ${code}:\n${log.slice(-2000)}`);
     assert(/--device cuda: CUDA is unavailable: \S+/.test(log), `no clear CUDA message in:\n${log.slice(-2000)}`);
     assert(!log.includes("The server is fired up"), "must not serve");

@@ -4,73 +4,23 @@
  */
 import OpenAI from "openai";
 import { assert, assertEquals } from "./assert.ts";
-import { postJson, readSse, REPO_ROOT, STORIES, TINY } from "./helpers.ts";
+import { golden, postJson, readSse, STORIES, TINY } from "./helpers.ts";
+import { ENGINE_LIB, HAVE_ENGINE, startRealServer } from "./real_server.ts";
 
-const LIB = Deno.env.get("LLM_ENGINE_LIB") || `${REPO_ROOT}/target/release/libllm_engine.so`;
-const haveLib = await Deno.stat(LIB).then(() => true, () => false);
 const inCI = !!Deno.env.get("CI");
 
-if (!haveLib && inCI) {
+if (!HAVE_ENGINE && inCI) {
   Deno.test("e2e: the engine library must exist in CI", () => {
-    throw new Error(`${LIB} is missing: build it with cargo build --release before the tests`);
+    throw new Error(`${ENGINE_LIB} is missing: build it with cargo build --release before the tests`);
   });
-}
-
-interface RunningServer {
-  url: string;
-  stop(): Promise<string>;
-  signal(sig: Deno.Signal): void;
-  status: Promise<Deno.CommandStatus>;
-}
-
-async function startServer(modelDir: string, extra: string[] = []): Promise<RunningServer> {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${REPO_ROOT}/main.ts`, "--model-path", modelDir, "--port", String(port), ...extra],
-    env: { LLM_ENGINE_LIB: LIB },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) log += chunk;
-  };
-  const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already gone */ }
-    await child.status;
-    await readers;
-    return log;
-  };
-  const deadline = Date.now() + 180_000;
-  while (!log.includes("The server is fired up and ready to roll!")) {
-    const exited = await Promise.race([
-      child.status.then(() => true),
-      new Promise((r) => setTimeout(() => r(false), 200)),
-    ]);
-    if (exited || Date.now() > deadline) {
-      const out = await stop();
-      throw new Error(`server did not start:\n${out.slice(-3000)}`);
-    }
-  }
-  return { url, stop, signal: (sig) => child.kill(sig), status: child.status };
-}
-
-async function golden(dir: string) {
-  return JSON.parse(await Deno.readTextFile(`${dir}/golden.json`)).cases as any[];
 }
 
 Deno.test({
   name: "e2e stories260K: greedy 200 tokens from BOS equal the golden text (plain and streamed), log lines",
-  ignore: !haveLib,
+  ignore: !HAVE_ENGINE,
   sanitizeResources: false,
   fn: async () => {
-    const server = await startServer(STORIES, ["--dtype", "float32"]);
+    const server = await startRealServer(STORIES, ["--dtype", "float32"]);
     try {
       const cases = await golden(STORIES);
       const first = cases[0];
@@ -118,10 +68,10 @@ Deno.test({
 
 Deno.test({
   name: "e2e tiny-random-llama-3.1 float32: golden output_ids; openai client chat plain and streamed",
-  ignore: !haveLib,
+  ignore: !HAVE_ENGINE,
   sanitizeResources: false,
   fn: async () => {
-    const server = await startServer(TINY, ["--dtype", "float32"]);
+    const server = await startRealServer(TINY, ["--dtype", "float32"]);
     try {
       const cases = await golden(TINY);
       for (const c of cases) {
@@ -162,10 +112,10 @@ Deno.test({
 Deno.test({
   name:
     "e2e SIGTERM with streams in flight: the short one finishes, the long one ends 'server shutting down', exit 0",
-  ignore: !haveLib,
+  ignore: !HAVE_ENGINE,
   sanitizeResources: false,
   fn: async () => {
-    const server = await startServer(TINY, ["--dtype", "float32", "--shutdown-timeout", "1"]);
+    const server = await startRealServer(TINY, ["--dtype", "float32", "--shutdown-timeout", "1"]);
     let stopped = false;
     try {
       const open = async (maxNew: number) => {

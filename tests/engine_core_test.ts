@@ -5,11 +5,11 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { loadTokenizer, postJson, readSse, TINY } from "./helpers.ts";
-import { haveEngineLib, type RealServer, startRealServer } from "./real_server.ts";
+import { HAVE_ENGINE, type ServerProcess, startRealServer } from "./real_server.ts";
 import { ChatTemplate } from "../server/text/chat_template.ts";
 
 const inCI = !!Deno.env.get("CI");
-const ignore = !haveEngineLib && !inCI;
+const ignore = !HAVE_ENGINE && !inCI;
 
 /** Deterministic prompts of distinct lengths (xorshift over ids the tiny model's vocab holds). */
 function prompts(count: number, lengthOf: (i: number) => number, seed = 7): number[][] {
@@ -87,7 +87,7 @@ async function assertSettled(url: string) {
   assert(state.integrityOk, JSON.stringify(state));
 }
 
-async function withServer(extra: string[], fn: (server: RealServer) => Promise<void>): Promise<string> {
+async function withServer(extra: string[], fn: (server: ServerProcess) => Promise<void>): Promise<string> {
   const server = await startRealServer(TINY, ["--dtype", "float32", ...extra]);
   try {
     await fn(server);

@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { FakeEngine } from "./fake_engine.ts";
 import { startTestServer, STORIES } from "./helpers.ts";
-import { HAVE_ENGINE, runServerToExit, startLiveServer } from "./hostile/live_server.ts";
+import { HAVE_ENGINE, runServerToExit, startServer } from "./real_server.ts";
 import type { EngineStats } from "../server/engine/client.ts";
 
 const CRASH_DUMP = /Uncaught|stack backtrace|panicked at|RUST_BACKTRACE|\n\s+at .+:\d+:\d+/;
@@ -173,7 +173,7 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     const other = Deno.networkInterfaces().find((i) => i.family === "IPv4" && !i.address.startsWith("127."));
-    const server = await startLiveServer(["--model-path", STORIES, "--skip-server-warmup"]);
+    const server = await startServer(["--model-path", STORIES, "--skip-server-warmup"]);
     try {
       const ok = await fetch(`${server.url}/health`);
       await ok.body?.cancel();

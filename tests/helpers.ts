@@ -16,6 +16,11 @@ export const MODELS_DIR = Deno.env.get("LLM_MODELS_DIR") ?? `${REPO_ROOT}/../sha
 export const TINY = `${MODELS_DIR}/tiny-random-llama-3.1`;
 export const STORIES = `${MODELS_DIR}/stories260K`;
 
+/** The fixture's golden cases (from HF transformers): prompts and their greedy continuations. */
+export async function golden(dir: string): Promise<any[]> {
+  return JSON.parse(await Deno.readTextFile(`${dir}/golden.json`)).cases;
+}
+
 const tokenizers = new Map<string, TextTokenizer>();
 export async function loadTokenizer(dir: string): Promise<TextTokenizer> {
   if (!tokenizers.has(dir)) tokenizers.set(dir, await TextTokenizer.load(dir));

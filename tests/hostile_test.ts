@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { TINY } from "./helpers.ts";
 import { HostileCase, hostileCases } from "./hostile/cases.ts";
-import { HAVE_ENGINE, LiveServer, startLiveServer } from "./hostile/live_server.ts";
+import { HAVE_ENGINE, type ServerProcess, startServer } from "./real_server.ts";
 
 const CONTEXT = 1024;
 const MAX_BODY = 8 << 20;
@@ -130,9 +130,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    let server: LiveServer | null = null;
+    let server: ServerProcess | null = null;
     try {
-      server = await startLiveServer([
+      server = await startServer([
         "--model-path",
         TINY,
         "--dtype",

@@ -7,43 +7,19 @@ import { assert, assertEquals } from "./assert.ts";
 import { FakeEngine } from "./fake_engine.ts";
 import { postJson, readSse, REPO_ROOT, startTestServer, TINY } from "./helpers.ts";
 import { Shutdown, SHUTDOWN_ABORT_MESSAGE } from "../server/shutdown.ts";
+import { type ServerProcess, startServer } from "./real_server.ts";
 
 const FIXTURE = `${REPO_ROOT}/tests/fixtures/fake_server.ts`;
 const TIMESTAMPED = /^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] /;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface ServerProcess {
-  url: string;
-  child: Deno.ChildProcess;
-  output(): string;
-  /** Resolves with the exit code and the whole output once the process ended. */
-  exited: Promise<{ code: number; output: string }>;
-}
-
-async function spawnFakeServer(extra: string[], stepMs = 5): Promise<ServerProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", FIXTURE, "--model-path", TINY, "--port", "0", ...extra],
+function spawnFakeServer(extra: string[], stepMs = 5): Promise<ServerProcess> {
+  return startServer(["--model-path", TINY, ...extra], {
+    script: FIXTURE,
+    port: 0,
     env: { FAKE_STEP_MS: String(stepMs) },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const collect = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s.pipeThrough(new TextDecoderStream())) out += chunk;
-  };
-  const readers = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const exited = child.status.then(async (st) => (await readers, { code: st.code, output: out }));
-  const deadline = Date.now() + 60_000;
-  while (!out.includes("The server is fired up and ready to roll!")) {
-    const done = await Promise.race([exited.then(() => true), sleep(50).then(() => false)]);
-    if (done || Date.now() > deadline) {
-      if (!done) child.kill("SIGKILL");
-      throw new Error(`server did not start:\n${(await exited).output}`);
-    }
-  }
-  const port = /Listening on http:\/\/[^:]+:(\d+)/.exec(out)?.[1];
-  assert(port, `no listening line in:\n${out}`);
-  return { url: `http://127.0.0.1:${port}`, child, output: () => out, exited };
+    readyTimeoutMs: 60_000,
+  });
 }
 
 /** Opens a stream and returns a reader positioned after its first event. */
@@ -75,7 +51,7 @@ async function openStream(url: string, body: unknown) {
 Deno.test("SIGTERM: refuses new requests (503, /health too), lets short streams finish, aborts the rest after --shutdown-timeout, frees the engine, exits 0", async () => {
   const secret = "MY-SECRET-PROMPT-4711";
   const s = await spawnFakeServer(["--shutdown-timeout", "1.5"], 10);
-  const log = s.output();
+  const log = s.log();
   for (const line of log.trim().split("\n").filter((l) => l.startsWith("["))) {
     assert(TIMESTAMPED.test(line), `log line without an SGLang timestamp: ${line}`);
   }
@@ -89,7 +65,7 @@ Deno.test("SIGTERM: refuses new requests (503, /health too), lets short streams 
     sampling_params: { max_new_tokens: 100000, ignore_eos: true },
   });
   const signalledAt = Date.now();
-  s.child.kill("SIGTERM");
+  s.signal("SIGTERM");
   await sleep(100);
   const refused = await postJson(`${s.url}/generate`, {
     text: "late",
@@ -135,7 +111,7 @@ Deno.test("SIGINT with nothing running exits 0 at once; --log-requests logs each
     max_tokens: 2,
   })).json();
   const started = Date.now();
-  s.child.kill("SIGINT");
+  s.signal("SIGINT");
   const { code, output } = await s.exited;
   assertEquals(code, 0, output);
   assert(Date.now() - started < 5000, "an idle server must not wait out the shutdown timeout");

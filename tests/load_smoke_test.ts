@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { STORIES } from "./helpers.ts";
-import { HAVE_ENGINE } from "./hostile/live_server.ts";
+import { HAVE_ENGINE } from "./real_server.ts";
 import { runLoad } from "../scripts/load_test.ts";
 
 Deno.test({
