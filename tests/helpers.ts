@@ -15,6 +15,17 @@ export const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, 
 export const MODELS_DIR = Deno.env.get("LLM_MODELS_DIR") ?? `${REPO_ROOT}/../shared/models`;
 export const TINY = `${MODELS_DIR}/tiny-random-llama-3.1`;
 export const STORIES = `${MODELS_DIR}/stories260K`;
+/** Where node-llama-cpp is installed, for the checks against llama.cpp (they are skipped without it). */
+export const NODE_LLAMA_CPP_DIR = Deno.env.get("NODE_LLAMA_CPP_DIR") ?? "/tmp/nlc";
+
+export function pathExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** The fixture's golden cases (from HF transformers): prompts and their greedy continuations. */
 export async function golden(dir: string): Promise<any[]> {
