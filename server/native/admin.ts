@@ -37,7 +37,7 @@ export async function oneTokenGeneration(ctx: ServerContext, timeoutMs: number):
         stop_token_ids: [],
         logit_bias: {},
       },
-      rid: `HEALTH_CHECK_${newRequestId()}`,
+      rid: `${HEALTH_CHECK_PREFIX}${newRequestId()}`,
     });
   } catch {
     return false;
@@ -162,14 +162,24 @@ function kvPool(stats: EngineStats) {
   };
 }
 
-export function handleFlushCache(ctx: ServerContext): Response {
-  try {
-    ctx.engine.flushCache();
-  } catch (e) {
-    if (e instanceof EngineError && e.status === Status.BUSY) {
-      return new Response("Cache not flushed. Please check for pending requests.", { status: 400 });
+const HEALTH_CHECK_PREFIX = "HEALTH_CHECK_";
+
+/** Health probes (one token each) are our own traffic: a flush waits for them rather than failing. */
+const onlyHealthChecksLive = (ctx: ServerContext) =>
+  ctx.live.size > 0 && [...ctx.live.keys()].every((rid) => rid.startsWith(HEALTH_CHECK_PREFIX));
+
+export async function handleFlushCache(ctx: ServerContext): Promise<Response> {
+  for (let waitedMs = 0;; waitedMs += 20) {
+    try {
+      ctx.engine.flushCache();
+      break;
+    } catch (e) {
+      if (!(e instanceof EngineError && e.status === Status.BUSY)) throw e;
+      if (!onlyHealthChecksLive(ctx) || waitedMs >= 2000) {
+        return new Response("Cache not flushed. Please check for pending requests.", { status: 400 });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    throw e;
   }
   return new Response(
     "Cache flushed.\nPlease check backend logs for more details. (When there are running or waiting requests, the operation will not be performed.)\n",
