@@ -3,6 +3,7 @@
 //! Matmuls take f32 activations and weights in their stored dtype (f32, bf16, f16) and
 //! accumulate in f32; they split the weight rows across the current rayon pool.
 
+pub mod huge;
 pub mod matrix;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
