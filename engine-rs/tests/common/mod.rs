@@ -37,6 +37,8 @@ impl FakeModel {
                 tie_word_embeddings: false,
                 eos_token_ids: vec![EOS],
                 bos_token_id: Some(0),
+                rope_scaling: None,
+                torch_dtype: "float32".into(),
             },
         }
     }
