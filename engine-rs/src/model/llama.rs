@@ -75,6 +75,10 @@ impl Llama {
                 + (l.input_norm.len() + l.post_attention_norm.len()) * 4;
         }
         let weight_dtype = layers.first().map_or(embed_tokens.dtype, |l| l.q_proj.dtype);
+        // Rounding activations to bf16 is only allowed when the user asked for bfloat16 compute
+        // (or for dummy bf16 weights); `auto` on a bf16 checkpoint keeps the exact f32 path.
+        let dummy_bf16 = matches!(source, WeightSource::Dummy(d) if d.dtype == DType::BF16);
+        let kernels = if convert_to == Some(DType::BF16) || dummy_bf16 { kernels.with_bf16_activations() } else { kernels };
         Ok(Llama {
             rope: Rope::new(&config),
             config,
@@ -248,6 +252,6 @@ impl Model for Llama {
     }
 
     fn kernel_isa(&self) -> &'static str {
-        self.kernels.isa.name()
+        self.kernels.name()
     }
 }

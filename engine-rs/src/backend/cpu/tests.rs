@@ -85,3 +85,45 @@ fn dot_and_rmsnorm_agree_across_paths() {
         }
     }
 }
+
+fn round_to_bf16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect()
+}
+
+#[test]
+fn bf16_dot_path_matches_scalar_on_bf16_rounded_activations() {
+    let fast = Kernels::detect().with_bf16_activations();
+    if !fast.bf16_dot {
+        eprintln!("no AVX512_BF16 on this CPU: the bf16 path falls back to the exact kernels");
+        assert_eq!(fast.name(), Kernels::detect().isa.name());
+        return;
+    }
+    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+    // Shapes cover the 32-wide k tail, the 4-row tail and every token-tile width (1..6, then 7+).
+    for &(n, m, k) in &[(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17)] {
+        let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64));
+        let x = pseudo_random(n * k, 11 + k as u64);
+        let mut want = vec![0.0; n * m];
+        scalar.matmul(&round_to_bf16(&x), n, &w, &mut want);
+        let mut got = vec![f32::NAN; n * m];
+        fast.matmul(&x, n, &w, &mut got);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            let tol = 1e-5 * (k as f32).sqrt() * (1.0 + b.abs());
+            assert!((a - b).abs() <= tol, "n={n} m={m} k={k} [{i}]: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn bf16_dot_is_never_used_for_f32_weights() {
+    let fast = Kernels::detect().with_bf16_activations();
+    let (n, m, k) = (2, 5, 40);
+    let w = matrix_of(DType::F32, m, k, &pseudo_random(m * k, 5));
+    let x = pseudo_random(n * k, 6);
+    let (mut a, mut b) = (vec![0.0; n * m], vec![0.0; n * m]);
+    fast.matmul(&x, n, &w, &mut a);
+    Kernels::with_isa(Isa::Scalar).unwrap().matmul(&x, n, &w, &mut b);
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
+    }
+}
