@@ -146,3 +146,22 @@ pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     tile_f32::<1, 1>(b.as_ptr(), a.len(), a.as_ptr() as *const u8, &mut out, 1);
     out
 }
+
+/// y += alpha * x. Safety: the CPU has avx512f/bw/vl; x and y have equal lengths.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let a = _mm512_set1_ps(alpha);
+    let mut i = 0;
+    while i + 16 <= n {
+        let yv = _mm512_loadu_ps(y.as_ptr().add(i));
+        _mm512_storeu_ps(y.as_mut_ptr().add(i), _mm512_fmadd_ps(a, _mm512_loadu_ps(x.as_ptr().add(i)), yv));
+        i += 16;
+    }
+    if i < n {
+        let m = ((1u32 << (n - i)) - 1) as __mmask16;
+        let yv = _mm512_maskz_loadu_ps(m, y.as_ptr().add(i));
+        let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
+        _mm512_mask_storeu_ps(y.as_mut_ptr().add(i), m, _mm512_fmadd_ps(a, xv, yv));
+    }
+}

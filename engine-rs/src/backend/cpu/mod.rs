@@ -196,6 +196,18 @@ impl Kernels {
         }
     }
 
+    /// y += alpha * x (attention's weighted sum of V rows).
+    pub fn axpy(&self, alpha: f32, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), y.len());
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::axpy(alpha, x, y) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::axpy(alpha, x, y) },
+            _ => scalar::axpy(alpha, x, y),
+        }
+    }
+
     /// out = x / rms(x) * w, row by row (rows of w.len()), as HF LlamaRMSNorm in float32.
     pub fn rmsnorm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         let d = w.len();

@@ -127,3 +127,20 @@ fn bf16_dot_is_never_used_for_f32_weights() {
         assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
     }
 }
+
+#[test]
+fn axpy_agrees_across_paths() {
+    for len in [1, 15, 16, 17, 64, 100] {
+        let x = pseudo_random(len, 21);
+        let y0 = pseudo_random(len, 22);
+        let mut want = y0.clone();
+        Kernels::with_isa(Isa::Scalar).unwrap().axpy(0.37, &x, &mut want);
+        for isa in Isa::available() {
+            let mut got = y0.clone();
+            Kernels::with_isa(isa).unwrap().axpy(0.37, &x, &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-6, "{isa:?} len {len}: {a} vs {b}");
+            }
+        }
+    }
+}
