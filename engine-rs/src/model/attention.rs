@@ -54,15 +54,12 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
         let visible = span.start_pos + i + 1;
         let kv_off = kvh * head_dim;
         let first_head = kvh * group;
+        let slots = &span.slots[..visible];
         // scores[g * visible + j]: query head first_head + g against position j.
         let mut scores = vec![0.0f32; group * visible];
-        for (j, &slot) in span.slots[..visible].iter().enumerate() {
-            let base = slot as usize * kv_dim + kv_off;
-            let kj = &k_cache[base..base + head_dim];
-            for g in 0..group {
-                let qh = &q[row * q_dim + (first_head + g) * head_dim..][..head_dim];
-                scores[g * visible + j] = kernels.dot(qh, kj) * scale;
-            }
+        for (g, s) in scores.chunks_exact_mut(visible).enumerate() {
+            let qh = &q[row * q_dim + (first_head + g) * head_dim..][..head_dim];
+            kernels.dot_rows(qh, k_cache, slots, kv_dim, kv_off, scale, s);
         }
         let mut inv_sums = vec![0.0f32; group];
         for (g, s) in scores.chunks_exact_mut(visible).enumerate() {
@@ -75,12 +72,8 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
             inv_sums[g] = 1.0 / sum;
         }
         let mut acc = vec![0.0f32; group * head_dim];
-        for (j, &slot) in span.slots[..visible].iter().enumerate() {
-            let base = slot as usize * kv_dim + kv_off;
-            let vj = &v_cache[base..base + head_dim];
-            for (g, a) in acc.chunks_exact_mut(head_dim).enumerate() {
-                kernels.axpy(scores[g * visible + j], vj, a);
-            }
+        for (g, a) in acc.chunks_exact_mut(head_dim).enumerate() {
+            kernels.sum_rows(&scores[g * visible..(g + 1) * visible], v_cache, slots, kv_dim, kv_off, a);
         }
         for (g, a) in acc.chunks_exact(head_dim).enumerate() {
             let dst = out_ptr.at(row * q_dim + (first_head + g) * head_dim);

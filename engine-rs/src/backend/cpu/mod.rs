@@ -196,6 +196,43 @@ impl Kernels {
         }
     }
 
+    /// out[j] = dot(q, row j) * scale, where row j = table[slots[j] * stride + offset..][..q.len()]
+    /// (attention scores against the K rows of a sequence's slots).
+    pub fn dot_rows(&self, q: &[f32], table: &[f32], slots: &[u32], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
+        let d = q.len();
+        assert!(out.len() >= slots.len());
+        assert!(slots.iter().all(|&s| s as usize * stride + offset + d <= table.len()), "dot_rows: slot outside the table");
+        match self.isa {
+            // Safety: every row was bounds-checked above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::dot_rows(q, table, slots, stride, offset, scale, out) },
+            _ => {
+                for (o, &s) in out.iter_mut().zip(slots) {
+                    let base = s as usize * stride + offset;
+                    *o = self.dot(q, &table[base..base + d]) * scale;
+                }
+            }
+        }
+    }
+
+    /// acc += Σ_j p[j] * row j, rows addressed as in `dot_rows` (attention's weighted V sum).
+    pub fn sum_rows(&self, p: &[f32], table: &[f32], slots: &[u32], stride: usize, offset: usize, acc: &mut [f32]) {
+        let d = acc.len();
+        assert!(p.len() >= slots.len());
+        assert!(slots.iter().all(|&s| s as usize * stride + offset + d <= table.len()), "sum_rows: slot outside the table");
+        match self.isa {
+            // Safety: every row was bounds-checked above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::sum_rows(p, table, slots, stride, offset, acc) },
+            _ => {
+                for (&pj, &s) in p.iter().zip(slots) {
+                    let base = s as usize * stride + offset;
+                    self.axpy(pj, &table[base..base + d], acc);
+                }
+            }
+        }
+    }
+
     /// y += alpha * x (attention's weighted sum of V rows).
     pub fn axpy(&self, alpha: f32, x: &[f32], y: &mut [f32]) {
         assert_eq!(x.len(), y.len());
