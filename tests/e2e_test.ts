@@ -138,7 +138,8 @@ Deno.test({
         const plain = await client.chat.completions.create(args);
         assertEquals(plain.usage!.prompt_tokens, c.prompt_ids.length);
         if (!c.output_ids.some((t: number) => [128001, 128008, 128009].includes(t))) {
-          assertEquals(plain.choices[0].message.content, c.output_text);
+          // The golden text is HF's decode with U+FFFD for byte sequences that never complete; we drop those.
+          assertEquals(plain.choices[0].message.content, c.output_text.replaceAll("\uFFFD", ""));
         }
         const parts: string[] = [];
         const finishes: string[] = [];
