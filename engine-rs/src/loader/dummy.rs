@@ -2,6 +2,7 @@
 //! touching weight files (benchmarks of models we only have a config for). Small uniform values
 //! (std 0.02, like HF's initializer_range) keep activations and logits finite.
 
+use crate::backend::cpu::huge::HugeBuffer;
 use crate::backend::cpu::matrix::{DType, Matrix, Storage};
 use rayon::prelude::*;
 
@@ -28,7 +29,8 @@ fn name_hash(name: &str) -> u64 {
 impl DummyWeights {
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Matrix {
         let es = self.dtype.size();
-        let mut bytes = vec![0u8; rows * cols * es];
+        let mut buffer = HugeBuffer::zeroed(rows * cols * es).unwrap_or_else(|e| panic!("dummy weight {name}: {e}"));
+        let bytes = buffer.bytes_mut();
         let base = splitmix(self.seed ^ name_hash(name));
         let half_width = STD * 3f32.sqrt();
         let dtype = self.dtype;
@@ -51,7 +53,7 @@ impl DummyWeights {
                 }
             }
         });
-        Matrix::new(dtype, rows, cols, Storage::Owned(bytes)).expect("dummy matrix size is consistent")
+        Matrix::new(dtype, rows, cols, Storage::Huge(buffer)).expect("dummy matrix size is consistent")
     }
 
     /// Norm weights are ones, as a freshly initialised model has them.

@@ -31,52 +31,55 @@ impl SharedOut {
 
 /// out[row, head] = softmax(q·Kᵀ / sqrt(d)) · V over positions 0..=pos of the row's sequence.
 /// The new tokens' K/V must already be in `k_cache`/`v_cache` at their slots.
+/// One task per (query row, KV head): the task's query heads (the GQA group) share every K/V row
+/// it reads, and a single decode token still spreads over num_kv_heads tasks.
 pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
     let Heads { num_heads, num_kv_heads, head_dim } = heads;
     let q_dim = num_heads * head_dim;
     let kv_dim = num_kv_heads * head_dim;
     let group = num_heads / num_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    // One task per (query row, head); rows of a span map back to their sequence.
-    let mut tasks: Vec<(usize, usize)> = Vec::new();
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
     for (si, span) in spans.iter().enumerate() {
         for i in 0..span.len {
-            tasks.push((si, i));
+            for kvh in 0..num_kv_heads {
+                tasks.push((si, i, kvh));
+            }
         }
     }
     let out_ptr = SharedOut(out.as_mut_ptr());
-    let run = |&(si, i): &(usize, usize)| {
+    let run = |&(si, i, kvh): &(usize, usize, usize)| {
         let span = &spans[si];
         let row = span.first_row + i;
         let visible = span.start_pos + i + 1;
-        let mut scores = vec![0.0f32; visible];
-        let mut acc = vec![0.0f32; head_dim];
-        for h in 0..num_heads {
-            let qh = &q[row * q_dim + h * head_dim..][..head_dim];
-            let kv_off = (h / group) * head_dim;
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let base = span.slots[j] as usize * kv_dim + kv_off;
-                *s = kernels.dot(qh, &k_cache[base..base + head_dim]) * scale;
-                max = max.max(*s);
-            }
+        let kv_off = kvh * head_dim;
+        let first_head = kvh * group;
+        let slots = &span.slots[..visible];
+        // scores[g * visible + j]: query head first_head + g against position j.
+        let mut scores = vec![0.0f32; group * visible];
+        for (g, s) in scores.chunks_exact_mut(visible).enumerate() {
+            let qh = &q[row * q_dim + (first_head + g) * head_dim..][..head_dim];
+            kernels.dot_rows(qh, k_cache, slots, kv_dim, kv_off, scale, s);
+        }
+        let mut inv_sums = vec![0.0f32; group];
+        for (g, s) in scores.chunks_exact_mut(visible).enumerate() {
+            let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
             let mut sum = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+            for v in s.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
             }
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let base = span.slots[j] as usize * kv_dim + kv_off;
-                for (a, &v) in acc.iter_mut().zip(&v_cache[base..base + head_dim]) {
-                    *a += p * v;
-                }
-            }
-            let inv = 1.0 / sum;
-            let dst = out_ptr.at(row * q_dim + h * head_dim);
-            for (d, &a) in acc.iter().enumerate() {
+            inv_sums[g] = 1.0 / sum;
+        }
+        let mut acc = vec![0.0f32; group * head_dim];
+        for (g, a) in acc.chunks_exact_mut(head_dim).enumerate() {
+            kernels.sum_rows(&scores[g * visible..(g + 1) * visible], v_cache, slots, kv_dim, kv_off, a);
+        }
+        for (g, a) in acc.chunks_exact(head_dim).enumerate() {
+            let dst = out_ptr.at(row * q_dim + (first_head + g) * head_dim);
+            for (d, &v) in a.iter().enumerate() {
                 // Safety: each (row, head) slice is written by exactly one task.
-                unsafe { *dst.add(d) = a * inv };
+                unsafe { *dst.add(d) = v * inv_sums[g] };
             }
         }
     };

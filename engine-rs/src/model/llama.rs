@@ -78,6 +78,10 @@ impl Llama {
         let final_norm = source.norm("model.norm.weight", hidden)?;
         let weights = LlamaWeights { embed_tokens, lm_head, final_norm, layers };
         let rope = Rope::new(&config);
+        // Rounding activations to bf16 is only allowed when the user asked for bfloat16 compute
+        // (or for dummy bf16 weights); `auto` on a bf16 checkpoint keeps the exact f32 path.
+        let dummy_bf16 = matches!(source, WeightSource::Dummy(d) if d.dtype == DType::BF16);
+        let kernels = if convert_to == Some(DType::BF16) || dummy_bf16 { kernels.with_bf16_activations() } else { kernels };
         Ok(Llama::from_weights(config, weights, rope, kernels))
     }
 
@@ -267,6 +271,6 @@ impl Model for Llama {
     }
 
     fn kernel_isa(&self) -> &'static str {
-        self.kernels.isa.name()
+        self.kernels.name()
     }
 }

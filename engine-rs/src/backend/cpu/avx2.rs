@@ -130,3 +130,19 @@ pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     tile_f32::<1, 1>(b.as_ptr(), a.len(), a.as_ptr() as *const u8, &mut out, 1);
     out
 }
+
+/// y += alpha * x. Safety: the CPU has avx2 and fma; x and y have equal lengths.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let a = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    while i + 8 <= n {
+        let yv = _mm256_loadu_ps(y.as_ptr().add(i));
+        _mm256_storeu_ps(y.as_mut_ptr().add(i), _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(i)), yv));
+        i += 8;
+    }
+    for j in i..n {
+        y[j] = alpha.mul_add(x[j], y[j]);
+    }
+}

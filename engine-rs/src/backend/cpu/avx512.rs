@@ -146,3 +146,81 @@ pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     tile_f32::<1, 1>(b.as_ptr(), a.len(), a.as_ptr() as *const u8, &mut out, 1);
     out
 }
+
+/// y += alpha * x. Safety: the CPU has avx512f/bw/vl; x and y have equal lengths.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let a = _mm512_set1_ps(alpha);
+    let mut i = 0;
+    while i + 16 <= n {
+        let yv = _mm512_loadu_ps(y.as_ptr().add(i));
+        _mm512_storeu_ps(y.as_mut_ptr().add(i), _mm512_fmadd_ps(a, _mm512_loadu_ps(x.as_ptr().add(i)), yv));
+        i += 16;
+    }
+    if i < n {
+        let m = ((1u32 << (n - i)) - 1) as __mmask16;
+        let yv = _mm512_maskz_loadu_ps(m, y.as_ptr().add(i));
+        let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(i));
+        _mm512_mask_storeu_ps(y.as_mut_ptr().add(i), m, _mm512_fmadd_ps(a, xv, yv));
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn dot_inline(a: *const f32, b: *const f32, n: usize) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= n {
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i)), acc);
+        i += 16;
+    }
+    if i < n {
+        let m = ((1u32 << (n - i)) - 1) as __mmask16;
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a.add(i)), _mm512_maskz_loadu_ps(m, b.add(i)), acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
+/// out[j] = dot(q, table[slots[j] * stride + offset ..][..q.len()]) * scale: attention scores of
+/// one query head against the K rows a sequence names. Safety: the CPU has avx512f/bw/vl and every
+/// addressed row lies inside `table`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn dot_rows(q: &[f32], table: &[f32], slots: &[u32], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
+    let (qp, tp, d) = (q.as_ptr(), table.as_ptr(), q.len());
+    for (o, &s) in out.iter_mut().zip(slots) {
+        *o = dot_inline(qp, tp.add(s as usize * stride + offset), d) * scale;
+    }
+}
+
+/// acc += Σ_j p[j] * table[slots[j] * stride + offset ..][..acc.len()]: the probability-weighted
+/// sum of V rows. Safety: as `dot_rows`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn sum_rows(p: &[f32], table: &[f32], slots: &[u32], stride: usize, offset: usize, acc: &mut [f32]) {
+    let (tp, d) = (table.as_ptr(), acc.len());
+    let mut i = 0;
+    // 64 columns at a time stay in registers across all positions.
+    while i < d {
+        let width = (d - i).min(64);
+        let vecs = width.div_ceil(16);
+        let mask = |v: usize| -> __mmask16 {
+            let left = width - v * 16;
+            if left >= 16 { 0xFFFF } else { ((1u32 << left) - 1) as __mmask16 }
+        };
+        let mut a = [_mm512_setzero_ps(); 4];
+        for v in 0..vecs {
+            a[v] = _mm512_maskz_loadu_ps(mask(v), acc.as_ptr().add(i + v * 16));
+        }
+        for (&pj, &s) in p.iter().zip(slots) {
+            let row = tp.add(s as usize * stride + offset + i);
+            let pv = _mm512_set1_ps(pj);
+            for v in 0..vecs {
+                a[v] = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(mask(v), row.add(v * 16)), a[v]);
+            }
+        }
+        for v in 0..vecs {
+            _mm512_mask_storeu_ps(acc.as_mut_ptr().add(i + v * 16), mask(v), a[v]);
+        }
+        i += width;
+    }
+}

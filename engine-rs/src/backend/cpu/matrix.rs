@@ -1,6 +1,7 @@
 //! A weight matrix in its stored dtype, either borrowed from a memory-mapped checkpoint or owned
 //! (dummy weights, dtype conversions). Rows are contiguous; `cols` elements per row.
 
+use super::huge::HugeBuffer;
 use memmap2::Mmap;
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ impl DType {
 pub enum Storage {
     Mapped { map: Arc<Mmap>, offset: usize, len: usize },
     Owned(Vec<u8>),
+    /// Generated or converted weights on huge pages (streamed every decode step).
+    Huge(HugeBuffer),
 }
 
 pub struct Matrix {
@@ -65,6 +68,7 @@ impl Matrix {
         match &self.storage {
             Storage::Mapped { map, offset, len } => &map[*offset..*offset + *len],
             Storage::Owned(v) => v,
+            Storage::Huge(b) => b.bytes(),
         }
     }
 
@@ -84,17 +88,18 @@ impl Matrix {
         out
     }
 
-    /// A bf16 copy (round to nearest even); bf16 input is returned as an owned copy.
+    /// A bf16 copy (round to nearest even) on huge pages; bf16 input is returned as a copy.
     pub fn to_bf16(&self) -> Matrix {
         let mut tmp = vec![0.0f32; self.cols];
-        let mut bytes = Vec::with_capacity(self.rows * self.cols * 2);
+        let mut buffer = HugeBuffer::zeroed(self.rows * self.cols * 2).unwrap_or_else(|e| panic!("bf16 copy: {e}"));
+        let out = buffer.as_u16_mut();
         for r in 0..self.rows {
             self.row_to_f32(r, &mut tmp);
-            for &v in &tmp {
-                bytes.extend_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes());
+            for (o, &v) in out[r * self.cols..(r + 1) * self.cols].iter_mut().zip(&tmp) {
+                *o = half::bf16::from_f32(v).to_bits();
             }
         }
-        Matrix { dtype: DType::BF16, rows: self.rows, cols: self.cols, storage: Storage::Owned(bytes) }
+        Matrix { dtype: DType::BF16, rows: self.rows, cols: self.cols, storage: Storage::Huge(buffer) }
     }
 
     pub fn size_bytes(&self) -> usize {

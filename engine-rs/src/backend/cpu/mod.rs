@@ -3,12 +3,15 @@
 //! Matmuls take f32 activations and weights in their stored dtype (f32, bf16, f16) and
 //! accumulate in f32; they split the weight rows across the current rayon pool.
 
+pub mod huge;
 pub mod matrix;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_bf16;
 #[cfg(test)]
 mod tests;
 
@@ -70,22 +73,53 @@ impl SharedOut {
 /// Weight bytes one task keeps hot while it sweeps the tokens (fits in L2 with room for activations).
 const TASK_WEIGHT_BYTES: usize = 256 * 1024;
 
+/// Whether this CPU has `vdpbf16ps` (AVX512_BF16) next to the AVX-512 base set.
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Isa::available().contains(&Isa::Avx512) && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     pub isa: Isa,
+    /// bf16 weights multiply bf16-rounded activations with `vdpbf16ps` (set only for models that
+    /// compute in bfloat16, and only where the CPU has AVX512_BF16); otherwise weights are
+    /// widened exactly to f32.
+    pub bf16_dot: bool,
 }
 
 impl Kernels {
     pub fn detect() -> Kernels {
-        Kernels { isa: Isa::detect() }
+        Kernels { isa: Isa::detect(), bf16_dot: false }
     }
 
     /// Kernels for `isa`, or an error if this CPU lacks it.
     pub fn with_isa(isa: Isa) -> Result<Kernels, String> {
         if Isa::available().contains(&isa) {
-            Ok(Kernels { isa })
+            Ok(Kernels { isa, bf16_dot: false })
         } else {
             Err(format!("this CPU does not support the {} kernels", isa.name()))
+        }
+    }
+
+    /// These kernels, computing bf16 weights against bf16-rounded activations when the CPU can
+    /// (`vdpbf16ps`); unchanged elsewhere.
+    pub fn with_bf16_activations(self) -> Kernels {
+        Kernels { bf16_dot: self.isa == Isa::Avx512 && has_avx512_bf16(), ..self }
+    }
+
+    /// The kernel path's name for logs ("avx512_bf16", "avx512", "avx2", "scalar").
+    pub fn name(&self) -> &'static str {
+        if self.bf16_dot {
+            "avx512_bf16"
+        } else {
+            self.isa.name()
         }
     }
 
@@ -98,6 +132,13 @@ impl Kernels {
             return;
         }
         let es = w.dtype.size();
+        #[cfg(target_arch = "x86_64")]
+        let x_bf16: Option<Vec<u16>> = (self.bf16_dot && w.dtype == DType::BF16).then(|| {
+            let mut v = vec![0u16; n * k];
+            // Safety: bf16_dot is only set where the CPU has AVX512_BF16.
+            unsafe { avx512_bf16::to_bf16(&x[..n * k], &mut v) };
+            v
+        });
         let threads = rayon::current_num_threads().max(1);
         let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(4) & !3;
         let by_threads = m.div_ceil(threads * 4).next_multiple_of(4);
@@ -109,6 +150,12 @@ impl Kernels {
             let r0 = task * rows_per_task;
             let r1 = (r0 + rows_per_task).min(m);
             let wb = &bytes[r0 * k * es..r1 * k * es];
+            #[cfg(target_arch = "x86_64")]
+            if let Some(xb) = &x_bf16 {
+                // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
+                unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, wb.as_ptr() as *const u16, r1 - r0, out_ptr.at(r0), m) };
+                return;
+            }
             // Safety: tasks write disjoint columns r0..r1 of the n x m output.
             unsafe { self.gemm_rows(x, n, k, wb, w.dtype, r1 - r0, out_ptr.at(r0), m) };
         };
@@ -146,6 +193,55 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { avx2::dot(a, b) },
             _ => scalar::dot(a, b),
+        }
+    }
+
+    /// out[j] = dot(q, row j) * scale, where row j = table[slots[j] * stride + offset..][..q.len()]
+    /// (attention scores against the K rows of a sequence's slots).
+    pub fn dot_rows(&self, q: &[f32], table: &[f32], slots: &[u32], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
+        let d = q.len();
+        assert!(out.len() >= slots.len());
+        assert!(slots.iter().all(|&s| s as usize * stride + offset + d <= table.len()), "dot_rows: slot outside the table");
+        match self.isa {
+            // Safety: every row was bounds-checked above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::dot_rows(q, table, slots, stride, offset, scale, out) },
+            _ => {
+                for (o, &s) in out.iter_mut().zip(slots) {
+                    let base = s as usize * stride + offset;
+                    *o = self.dot(q, &table[base..base + d]) * scale;
+                }
+            }
+        }
+    }
+
+    /// acc += Σ_j p[j] * row j, rows addressed as in `dot_rows` (attention's weighted V sum).
+    pub fn sum_rows(&self, p: &[f32], table: &[f32], slots: &[u32], stride: usize, offset: usize, acc: &mut [f32]) {
+        let d = acc.len();
+        assert!(p.len() >= slots.len());
+        assert!(slots.iter().all(|&s| s as usize * stride + offset + d <= table.len()), "sum_rows: slot outside the table");
+        match self.isa {
+            // Safety: every row was bounds-checked above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::sum_rows(p, table, slots, stride, offset, acc) },
+            _ => {
+                for (&pj, &s) in p.iter().zip(slots) {
+                    let base = s as usize * stride + offset;
+                    self.axpy(pj, &table[base..base + d], acc);
+                }
+            }
+        }
+    }
+
+    /// y += alpha * x (attention's weighted sum of V rows).
+    pub fn axpy(&self, alpha: f32, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), y.len());
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::axpy(alpha, x, y) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::axpy(alpha, x, y) },
+            _ => scalar::axpy(alpha, x, y),
         }
     }
 

@@ -17,3 +17,10 @@ pub fn gemm_rows(x: &[f32], n: usize, k: usize, w: &[u8], dtype: DType, nrows: u
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+/// y += alpha * x.
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (b, &a) in y.iter_mut().zip(x) {
+        *b += alpha * a;
+    }
+}

@@ -85,3 +85,90 @@ fn dot_and_rmsnorm_agree_across_paths() {
         }
     }
 }
+
+fn round_to_bf16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect()
+}
+
+#[test]
+fn bf16_dot_path_matches_scalar_on_bf16_rounded_activations() {
+    let fast = Kernels::detect().with_bf16_activations();
+    if !fast.bf16_dot {
+        eprintln!("no AVX512_BF16 on this CPU: the bf16 path falls back to the exact kernels");
+        assert_eq!(fast.name(), Kernels::detect().isa.name());
+        return;
+    }
+    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+    // Shapes cover the 32-wide k tail, the 4-row tail and every token-tile width (1..6, then 7+).
+    for &(n, m, k) in &[(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17)] {
+        let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64));
+        let x = pseudo_random(n * k, 11 + k as u64);
+        let mut want = vec![0.0; n * m];
+        scalar.matmul(&round_to_bf16(&x), n, &w, &mut want);
+        let mut got = vec![f32::NAN; n * m];
+        fast.matmul(&x, n, &w, &mut got);
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            let tol = 1e-5 * (k as f32).sqrt() * (1.0 + b.abs());
+            assert!((a - b).abs() <= tol, "n={n} m={m} k={k} [{i}]: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn bf16_dot_is_never_used_for_f32_weights() {
+    let fast = Kernels::detect().with_bf16_activations();
+    let (n, m, k) = (2, 5, 40);
+    let w = matrix_of(DType::F32, m, k, &pseudo_random(m * k, 5));
+    let x = pseudo_random(n * k, 6);
+    let (mut a, mut b) = (vec![0.0; n * m], vec![0.0; n * m]);
+    fast.matmul(&x, n, &w, &mut a);
+    Kernels::with_isa(Isa::Scalar).unwrap().matmul(&x, n, &w, &mut b);
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
+    }
+}
+
+#[test]
+fn axpy_agrees_across_paths() {
+    for len in [1, 15, 16, 17, 64, 100] {
+        let x = pseudo_random(len, 21);
+        let y0 = pseudo_random(len, 22);
+        let mut want = y0.clone();
+        Kernels::with_isa(Isa::Scalar).unwrap().axpy(0.37, &x, &mut want);
+        for isa in Isa::available() {
+            let mut got = y0.clone();
+            Kernels::with_isa(isa).unwrap().axpy(0.37, &x, &mut got);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-6, "{isa:?} len {len}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn slot_row_kernels_agree_across_paths() {
+    // head_dim 16, 64 and 100 cover one masked vector, full 64-column blocks and a ragged tail.
+    for d in [16, 64, 100] {
+        let stride = 3 * d;
+        let table = pseudo_random(40 * stride, d as u64);
+        let slots: Vec<u32> = vec![7, 0, 39, 12, 12, 25];
+        let q = pseudo_random(d, 99);
+        let p = pseudo_random(slots.len(), 98);
+        let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+        let mut want_s = vec![0.0; slots.len()];
+        scalar.dot_rows(&q, &table, &slots, stride, d, 0.5, &mut want_s);
+        let mut want_a = pseudo_random(d, 97);
+        let acc0 = want_a.clone();
+        scalar.sum_rows(&p, &table, &slots, stride, 2 * d, &mut want_a);
+        for isa in Isa::available() {
+            let k = Kernels::with_isa(isa).unwrap();
+            let mut s = vec![0.0; slots.len()];
+            k.dot_rows(&q, &table, &slots, stride, d, 0.5, &mut s);
+            let mut a = acc0.clone();
+            k.sum_rows(&p, &table, &slots, stride, 2 * d, &mut a);
+            for (x, y) in s.iter().zip(&want_s).chain(a.iter().zip(&want_a)) {
+                assert!((x - y).abs() < 1e-4, "{isa:?} d={d}: {x} vs {y}");
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! bf16 x bf16 dot products with `vdpbf16ps` (AVX512_BF16): 32 products per instruction with f32
+//! accumulation, weights used straight from memory. Activations are rounded to bf16 first, so this
+//! path is only taken when the model computes in bfloat16 (never on the float32 golden path).
+
+use std::arch::x86_64::*;
+
+/// Cache lines ahead that each weight row stream prefetches: decode reads several rows at once
+/// and the hardware prefetcher alone leaves bandwidth unused on the VMs we measured.
+const PREFETCH_BYTES: usize = 1024;
+
+/// Rounds f32 activations to bf16 (nearest even), 32 at a time.
+/// Safety: the CPU has avx512f/bw/vl and avx512bf16; `out.len() >= x.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub unsafe fn to_bf16(x: &[f32], out: &mut [u16]) {
+    let n = x.len();
+    let mut i = 0;
+    while i + 32 <= n {
+        let lo = _mm512_loadu_ps(x.as_ptr().add(i));
+        let hi = _mm512_loadu_ps(x.as_ptr().add(i + 16));
+        let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(out.as_mut_ptr().add(i) as *mut __m512i, packed);
+        i += 32;
+    }
+    for j in i..n {
+        out[j] = half::bf16::from_f32(x[j]).to_bits();
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn load(p: *const u16, m: __mmask32) -> __m512bh {
+    std::mem::transmute(_mm512_maskz_loadu_epi16(m, p as *const i16))
+}
+
+/// An R-rows x T-tokens register tile over the full k: each weight vector is loaded once and
+/// used for all T tokens.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn tile<const R: usize, const T: usize>(x: *const u16, k: usize, w: *const u16, out: *mut f32, ldo: usize) {
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let full = k & !31;
+    let mut i = 0;
+    while i < full {
+        let mut wv: [__m512bh; R] = std::mem::zeroed();
+        for r in 0..R {
+            let p = w.add(r * k + i);
+            _mm_prefetch::<_MM_HINT_T0>((p as *const i8).add(PREFETCH_BYTES));
+            wv[r] = std::mem::transmute(_mm512_loadu_si512(p as *const __m512i));
+        }
+        for t in 0..T {
+            let xv: __m512bh = std::mem::transmute(_mm512_loadu_si512(x.add(t * k + i) as *const __m512i));
+            for r in 0..R {
+                acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+            }
+        }
+        i += 32;
+    }
+    if full < k {
+        let m = ((1u64 << (k - full)) - 1) as __mmask32;
+        let mut wv: [__m512bh; R] = std::mem::zeroed();
+        for r in 0..R {
+            wv[r] = load(w.add(r * k + full), m);
+        }
+        for t in 0..T {
+            let xv = load(x.add(t * k + full), m);
+            for r in 0..R {
+                acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            *out.add(t * ldo + r) = _mm512_reduce_add_ps(acc[r][t]);
+        }
+    }
+}
+
+macro_rules! token_tiles {
+    ($r:literal, $tn:expr, $x:expr, $k:expr, $w:expr, $o:expr, $ldo:expr) => {
+        match $tn {
+            6 => tile::<$r, 6>($x, $k, $w, $o, $ldo),
+            5 => tile::<$r, 5>($x, $k, $w, $o, $ldo),
+            4 => tile::<$r, 4>($x, $k, $w, $o, $ldo),
+            3 => tile::<$r, 3>($x, $k, $w, $o, $ldo),
+            2 => tile::<$r, 2>($x, $k, $w, $o, $ldo),
+            _ => tile::<$r, 1>($x, $k, $w, $o, $ldo),
+        }
+    };
+}
+
+/// out[t*ldo + r] = dot(x[t], w[r]) for t < n, r < nrows; x is n x k bf16, w nrows x k bf16.
+/// Tokens go 6 at a time (4 x 6 accumulators + 4 weight registers fit the 32 zmm registers).
+/// Safety: the CPU has avx512f/bw/vl and avx512bf16; the pointers cover those extents.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows: usize, out: *mut f32, ldo: usize) {
+    let mut t = 0;
+    while t < n {
+        let tn = (n - t).min(6);
+        let (xt, ot) = (x.add(t * k), out.add(t * ldo));
+        let mut r = 0;
+        while r + 4 <= nrows {
+            token_tiles!(4, tn, xt, k, w.add(r * k), ot.add(r), ldo);
+            r += 4;
+        }
+        while r < nrows {
+            token_tiles!(1, tn, xt, k, w.add(r * k), ot.add(r), ldo);
+            r += 1;
+        }
+        t += tn;
+    }
+}
