@@ -115,6 +115,31 @@ fn bf16_dot_path_matches_scalar_on_bf16_rounded_activations() {
 }
 
 #[test]
+fn bf16_dot_rows_do_not_depend_on_the_batch() {
+    // Single-token decode takes its own row-streaming loop; it must round exactly like the tiles.
+    let fast = Kernels::detect().with_bf16_activations();
+    if !fast.bf16_dot {
+        eprintln!("no AVX512_BF16 on this CPU: nothing to check");
+        return;
+    }
+    let (m, k) = (37, 83);
+    let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, 21));
+    let probe = pseudo_random(k, 22);
+    let mut alone = vec![0.0f32; m];
+    fast.matmul(&probe, 1, &w, &mut alone);
+    for n in 2..=9 {
+        for at in [0, n / 2, n - 1] {
+            let mut x = pseudo_random(n * k, 30 + n as u64);
+            x[at * k..(at + 1) * k].copy_from_slice(&probe);
+            let mut out = vec![0.0f32; n * m];
+            fast.matmul(&x, n, &w, &mut out);
+            let row = &out[at * m..(at + 1) * m];
+            assert!(row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "row {at} of a batch of {n} differs");
+        }
+    }
+}
+
+#[test]
 fn bf16_dot_is_never_used_for_f32_weights() {
     let fast = Kernels::detect().with_bf16_activations();
     let (n, m, k) = (2, 5, 40);
