@@ -12,7 +12,8 @@ use crate::model::Model;
 use crate::sched::log::Logger;
 
 use super::options::EngineOptions;
-use super::{status, EngineError, LoadRequest};
+use super::{status, EngineError};
+use crate::model::LoadOptions;
 
 /// The `device` key of the create JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub fn gpu_batch_tokens(opts: &EngineOptions, context_len: usize, max_running: u
 }
 
 /// Loads the model on the device `opts.device` asks for.
-pub fn load(opts: &EngineOptions, req: &LoadRequest, log: Logger) -> Result<PlacedModel, EngineError> {
+pub fn load(opts: &EngineOptions, req: &LoadOptions, log: Logger) -> Result<PlacedModel, EngineError> {
     let want = DeviceRequest::parse(&opts.device).map_err(|e| EngineError::new(status::INVALID_ARGUMENT, e))?;
     if want != DeviceRequest::Cpu {
         match try_cuda(opts, req, log) {
@@ -107,7 +108,7 @@ pub fn load(opts: &EngineOptions, req: &LoadRequest, log: Logger) -> Result<Plac
     let gb = |b: usize| b as f64 / (1u64 << 30) as f64;
     log.info(&format!("Load weight begin. avail mem={:.2} GB", gb(super::options::mem_available_bytes().unwrap_or(0))));
     let started = std::time::Instant::now();
-    let model = super::load_model(req).map_err(|e| EngineError::new(status::LOAD, e))?;
+    let model = crate::model::load_model(req).map_err(|e| EngineError::new(status::LOAD, e))?;
     log.info(&format!(
         "Load weight end. type={}, dtype={}, avail mem={:.2} GB, mem usage={:.2} GB, took {:.2} s.",
         model.config().architecture,
@@ -128,13 +129,13 @@ enum CudaFailure {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn try_cuda(opts: &EngineOptions, req: &LoadRequest, _log: Logger) -> Result<PlacedModel, CudaFailure> {
+fn try_cuda(opts: &EngineOptions, req: &LoadOptions, _log: Logger) -> Result<PlacedModel, CudaFailure> {
     let _ = (opts, req);
     Err(CudaFailure::Unavailable(NO_CUDA_BUILD.into()))
 }
 
 #[cfg(feature = "cuda")]
-fn try_cuda(opts: &EngineOptions, req: &LoadRequest, log: Logger) -> Result<PlacedModel, CudaFailure> {
+fn try_cuda(opts: &EngineOptions, req: &LoadOptions, log: Logger) -> Result<PlacedModel, CudaFailure> {
     cuda_load::load(opts, req, log)
 }
 
@@ -156,7 +157,7 @@ mod cuda_load {
         }
     }
 
-    pub(super) fn load(opts: &EngineOptions, req: &LoadRequest, log: Logger) -> Result<PlacedModel, CudaFailure> {
+    pub(super) fn load(opts: &EngineOptions, req: &LoadOptions, log: Logger) -> Result<PlacedModel, CudaFailure> {
         let dir = std::path::Path::new(&req.model_path);
         // Config problems are the CPU path's errors too: let it report them.
         let Ok(cfg) = ModelConfig::from_dir(dir) else {
@@ -254,7 +255,7 @@ mod tests {
     #[test]
     fn cpu_request_goes_to_the_cpu_loader_and_bad_names_are_invalid_arguments() {
         let log = Logger { level: crate::sched::log::Level::Error };
-        let req = LoadRequest {
+        let req = LoadOptions {
             model_path: "/nonexistent".into(),
             load_format: "auto".into(),
             dtype: "auto".into(),
@@ -274,7 +275,7 @@ mod tests {
     #[test]
     fn cuda_request_without_the_feature_fails_with_the_reason() {
         let log = Logger { level: crate::sched::log::Level::Error };
-        let req = LoadRequest {
+        let req = LoadOptions {
             model_path: "/nonexistent".into(),
             load_format: "auto".into(),
             dtype: "auto".into(),

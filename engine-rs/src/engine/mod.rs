@@ -56,26 +56,6 @@ impl EngineError {
     }
 }
 
-/// What the model loader needs. Mirrors `crate::model::LoadOptions` (being written in parallel).
-pub struct LoadRequest {
-    pub model_path: String,
-    pub load_format: String,
-    pub dtype: String,
-    pub threads: Option<usize>,
-    pub seed: u64,
-}
-
-/// Loads the model through the loader (`crate::model::load_model`).
-fn load_model(req: &LoadRequest) -> Result<Box<dyn Model>, String> {
-    crate::model::load_model(&crate::model::LoadOptions {
-        model_path: req.model_path.clone().into(),
-        load_format: req.load_format.clone(),
-        dtype: req.dtype.clone(),
-        threads: req.threads,
-        seed: req.seed,
-    })
-}
-
 struct Limits {
     context_len: usize,
     total_slots: usize,
@@ -99,8 +79,8 @@ impl Engine {
     /// Parses the create JSON, loads the model and starts the scheduler thread.
     pub fn create(config_json: &[u8]) -> Result<Engine, EngineError> {
         let opts = EngineOptions::parse(config_json).map_err(|e| EngineError::new(status::INVALID_ARGUMENT, e))?;
-        let req = LoadRequest {
-            model_path: opts.model_path.clone(),
+        let req = crate::model::LoadOptions {
+            model_path: opts.model_path.clone().into(),
             load_format: opts.load_format.clone(),
             dtype: opts.dtype.clone(),
             threads: opts.threads,
