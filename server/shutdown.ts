@@ -1,5 +1,6 @@
 import type { ServerContext } from "./context.ts";
 import { log } from "./log.ts";
+import { isHealthCheck } from "./native/admin.ts";
 
 /** The finish reason message of requests still running when the shutdown timeout ran out. */
 export const SHUTDOWN_ABORT_MESSAGE = "server shutting down";
@@ -83,7 +84,7 @@ export class Shutdown {
 
   private userRequests(): number {
     let n = 0;
-    for (const rid of this.ctx.live.keys()) if (!rid.startsWith("HEALTH_CHECK_")) n++;
+    for (const rid of this.ctx.live.keys()) if (!isHealthCheck(rid)) n++;
     return n;
   }
 }

@@ -164,9 +164,12 @@ function kvPool(stats: EngineStats) {
 
 const HEALTH_CHECK_PREFIX = "HEALTH_CHECK_";
 
-/** Health probes (one token each) are our own traffic: a flush waits for them rather than failing. */
+/** Health probes (one token each) are our own traffic, not a client's. */
+export const isHealthCheck = (rid: string) => rid.startsWith(HEALTH_CHECK_PREFIX);
+
+/** A flush waits for health probes rather than failing on them. */
 const onlyHealthChecksLive = (ctx: ServerContext) =>
-  ctx.live.size > 0 && [...ctx.live.keys()].every((rid) => rid.startsWith(HEALTH_CHECK_PREFIX));
+  ctx.live.size > 0 && [...ctx.live.keys()].every(isHealthCheck);
 
 export async function handleFlushCache(ctx: ServerContext): Promise<Response> {
   for (let waitedMs = 0;; waitedMs += 20) {
