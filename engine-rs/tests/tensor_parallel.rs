@@ -121,3 +121,12 @@ fn ranks_hold_shares_of_the_weights_and_kv() {
     let model = TensorParallel::split(load_llama(&opts("tiny-random-llama-3.1")).unwrap(), 4, 2).unwrap();
     assert_eq!(model.rank_kv_bytes_per_slot(), vec![kv_one / 2; 4]);
 }
+
+#[test]
+fn nccl_ranks_without_gpus_fail_to_load_with_the_reason() {
+    use llm_engine::engine::Engine;
+    let path = models_dir().join("stories260K");
+    let json = serde_json::json!({"model_path": path, "tp_size": 2, "tp_comm": "nccl", "log_level": "error", "device": "cpu"});
+    let err = Engine::create(json.to_string().as_bytes()).err().expect("nccl without GPUs must fail");
+    assert!(err.message.contains("nccl") || err.message.contains("NCCL") || err.message.contains("CUDA"), "{}", err.message);
+}

@@ -37,6 +37,9 @@ pub struct EngineOptions {
     pub watchdog_timeout: f64,
     /// Tensor-parallel ranks (`--tp-size`); > 1 splits the model over that many ranks (parallel/).
     pub tp_size: usize,
+    /// How tensor-parallel ranks exchange partial sums: "threads" (shared memory) or "nccl"
+    /// (GPUs 0..tp_size through NCCL; `cuda` builds only).
+    pub tp_comm: String,
 }
 
 impl Default for EngineOptions {
@@ -64,6 +67,7 @@ impl Default for EngineOptions {
             disable_cuda_graph: false,
             watchdog_timeout: 300.0,
             tp_size: 1,
+            tp_comm: "threads".into(),
         }
     }
 }

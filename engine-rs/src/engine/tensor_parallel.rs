@@ -15,7 +15,12 @@ use crate::sched::log::Logger;
 
 pub fn place(model: Llama, opts: &EngineOptions, req: &LoadOptions, log: Logger, started: Instant) -> Result<PlacedModel, EngineError> {
     let threads = req.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let tp = TensorParallel::split(model, opts.tp_size, threads).map_err(|e| EngineError::new(status::LOAD, e))?;
+    let load_err = |e: String| EngineError::new(status::LOAD, e);
+    let tp = match opts.tp_comm.as_str() {
+        "threads" => TensorParallel::split(model, opts.tp_size, threads).map_err(load_err)?,
+        "nccl" => TensorParallel::split_over(model, nccl_ranks(opts.tp_size).map_err(load_err)?, threads).map_err(load_err)?,
+        other => return Err(EngineError::new(status::INVALID_ARGUMENT, format!("unknown tp_comm {other:?} (supported: threads, nccl)"))),
+    };
     let cfg = tp.config().clone();
     let per_slot_by_rank = tp.rank_kv_bytes_per_slot();
     let per_slot: usize = per_slot_by_rank.iter().sum();
@@ -64,4 +69,15 @@ pub fn place(model: Llama, opts: &EngineOptions, req: &LoadOptions, log: Logger,
         device_kv: Some(DeviceKv { slots, bytes: per_slot * slots }),
         opts: run_opts,
     })
+}
+
+#[cfg(feature = "cuda")]
+fn nccl_ranks(world: usize) -> Result<Vec<Box<dyn crate::parallel::comm::Communicator>>, String> {
+    let ranks = crate::backend::cuda::nccl::NcclRank::group(world)?;
+    Ok(ranks.into_iter().map(|r| Box::new(r) as Box<dyn crate::parallel::comm::Communicator>).collect())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn nccl_ranks(_world: usize) -> Result<Vec<Box<dyn crate::parallel::comm::Communicator>>, String> {
+    Err(format!("tp_comm \"nccl\": {}", super::device::NO_CUDA_BUILD))
 }

@@ -16,6 +16,10 @@ pub trait Communicator: Send + Sync {
     /// Every rank's `local` concatenated in rank order into `out` (whose length is the sum of
     /// the ranks' lengths) on every rank.
     fn all_gather(&self, local: &[f32], out: &mut [f32]);
+    /// Called by a rank that failed mid-pass, so the others stop waiting for it (they fail too).
+    fn abandon(&self) {}
+    /// Re-arms the group after a failed pass, while no rank is inside a collective.
+    fn mend(&self) {}
 }
 
 /// The only rank of a world of one.
@@ -119,16 +123,6 @@ impl ThreadGroup {
         (0..world).map(|rank| ThreadGroup { rank, world, shared: shared.clone() }).collect()
     }
 
-    /// Called by a rank that failed mid-pass: releases the others (they panic too).
-    pub fn abandon(&self) {
-        self.shared.barrier.break_all();
-    }
-
-    /// Re-arms the group after a failed pass; call only while no rank is inside a collective.
-    pub fn mend(&self) {
-        self.shared.barrier.mend();
-    }
-
     /// Publishes this rank's buffer, waits for all, returns everyone's.
     fn exchange(&self, ptr: *mut f32, len: usize) -> Vec<Published> {
         self.shared.slots.lock().unwrap_or_else(|e| e.into_inner())[self.rank] = Published { ptr, len };
@@ -172,6 +166,14 @@ impl Communicator for ThreadGroup {
             dst.copy_from_slice(&sum);
         }
         self.shared.barrier.wait();
+    }
+
+    fn abandon(&self) {
+        self.shared.barrier.break_all();
+    }
+
+    fn mend(&self) {
+        self.shared.barrier.mend();
     }
 
     fn all_gather(&self, local: &[f32], out: &mut [f32]) {

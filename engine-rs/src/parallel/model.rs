@@ -16,7 +16,7 @@ use crate::model::{ForwardSeq, Model};
 pub struct TensorParallel {
     config: ModelConfig,
     ranks: Vec<Llama>,
-    comms: Vec<ThreadGroup>,
+    comms: Vec<Box<dyn Communicator>>,
     /// One cache per rank; locked for a forward pass (the scheduler runs one at a time).
     kv: Mutex<Vec<KvCache>>,
     weight_bytes: usize,
@@ -28,6 +28,13 @@ impl TensorParallel {
     /// Splits `model` into `tp` ranks, each with a pool of `threads / tp` (at least 1) compute
     /// threads. The ranks' caches are empty until `allocate_kv`.
     pub fn split(model: Llama, tp: usize, threads: usize) -> Result<TensorParallel, String> {
+        let comms = ThreadGroup::new(tp).into_iter().map(|c| Box::new(c) as Box<dyn Communicator>).collect();
+        Self::split_over(model, comms, threads)
+    }
+
+    /// `split` with the ranks joined by `comms` (one per rank, in rank order), e.g. NCCL.
+    pub fn split_over(model: Llama, comms: Vec<Box<dyn Communicator>>, threads: usize) -> Result<TensorParallel, String> {
+        let tp = comms.len();
         let config = model.config().clone();
         plan::check(&config, tp)?;
         let per_rank_threads = (threads / tp).max(1);
@@ -44,7 +51,7 @@ impl TensorParallel {
         let weight_bytes = ranks.iter().map(|r| r.weight_bytes()).sum();
         let (weight_dtype, kernel_isa) = (ranks[0].weight_dtype(), ranks[0].kernel_isa());
         let kv = Mutex::new(ranks.iter().map(|r| KvCache::new(config.num_hidden_layers, 0, r.kv_dim())).collect());
-        Ok(TensorParallel { config, comms: ThreadGroup::new(tp), ranks, kv, weight_bytes, weight_dtype, kernel_isa })
+        Ok(TensorParallel { config, comms, ranks, kv, weight_bytes, weight_dtype, kernel_isa })
     }
 
     pub fn tp_size(&self) -> usize {
@@ -102,9 +109,9 @@ impl Model for TensorParallel {
                 .iter()
                 .zip(rest.iter_mut())
                 .zip(&self.comms[1..])
-                .map(|((rank, cache), comm)| scope.spawn(move || run_rank(rank, batch, cache, comm)))
+                .map(|((rank, cache), comm)| scope.spawn(move || run_rank(rank, batch, cache, comm.as_ref())))
                 .collect();
-            let logits = run_rank(&self.ranks[0], batch, &mut first[0], &self.comms[0]);
+            let logits = run_rank(&self.ranks[0], batch, &mut first[0], self.comms[0].as_ref());
             let others_ok = others.into_iter().all(|h| h.join().map_or(false, |r| r.is_some()));
             logits.filter(|_| others_ok)
         });
@@ -131,10 +138,8 @@ impl Model for TensorParallel {
 }
 
 /// One rank's pass on its own pool; None (after releasing the other ranks) when it panicked.
-fn run_rank(rank: &Llama, batch: &[ForwardSeq], cache: &mut KvCache, comm: &ThreadGroup) -> Option<Vec<f32>> {
-    let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        rank.on_pool(|| rank.run(batch, cache, comm as &dyn Communicator))
-    }));
+fn run_rank(rank: &Llama, batch: &[ForwardSeq], cache: &mut KvCache, comm: &dyn Communicator) -> Option<Vec<f32>> {
+    let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rank.on_pool(|| rank.run(batch, cache, comm))));
     if pass.is_err() {
         comm.abandon();
     }
