@@ -23,6 +23,7 @@ export interface ServerArgs {
   decode_log_interval: number;
   threads: number | null;
   tp_size: number;
+  tp_comm: "threads" | "nccl";
   api_key: string | null;
   enable_cache_report: boolean;
   enable_metrics: boolean;
@@ -82,6 +83,11 @@ const SPECS: Record<string, Spec> = {
   "threads": { kind: "int", help: "compute threads (default: all cores)", min: 1 },
   "tp-size": { kind: "int", help: "tensor-parallel ranks the model is split over (1)", min: 1 },
   "tensor-parallel-size": { kind: "int", help: "alias of --tp-size", min: 1 },
+  "tp-comm": {
+    kind: "string",
+    help: "how tensor-parallel ranks exchange sums: threads (shared memory) or nccl (GPUs, cuda builds)",
+    choices: ["threads", "nccl"],
+  },
   "api-key": { kind: "string", help: "require Authorization: Bearer KEY (also env LLM_SERVER_API_KEY)" },
   "enable-cache-report": { kind: "bool", help: "report usage.prompt_tokens_details.cached_tokens" },
   "enable-metrics": { kind: "bool", help: "serve Prometheus metrics at /metrics" },
@@ -207,6 +213,7 @@ export function parseServerArgs(
     decode_log_interval: pick("decode-log-interval"),
     threads: pick("threads"),
     tp_size: get("tp-size") ?? get("tensor-parallel-size") ?? 1,
+    tp_comm: get("tp-comm") ?? "threads",
     api_key: get("api-key") ?? env.LLM_SERVER_API_KEY ?? null,
     enable_cache_report: values["enable-cache-report"] === true,
     enable_metrics: values["enable-metrics"] === true,
@@ -286,6 +293,7 @@ export function engineConfig(args: ServerArgs): Record<string, unknown> {
     random_seed: args.random_seed,
     threads: args.threads,
     tp_size: args.tp_size,
+    tp_comm: args.tp_comm,
     decode_log_interval: args.decode_log_interval,
     log_level: args.log_level,
     device: args.device,
