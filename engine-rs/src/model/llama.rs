@@ -324,10 +324,7 @@ impl Model for Llama {
 
     /// Invalid batches return an empty Vec (the reason is in `try_forward`'s error).
     fn forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
-        self.try_forward(batch, kv).unwrap_or_else(|e| {
-            eprintln!("forward rejected: {e}");
-            Vec::new()
-        })
+        super::forward_or_log(self, batch, kv)
     }
 
     fn try_forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Result<Vec<f32>, String> {

@@ -85,10 +85,7 @@ impl Model for TensorParallel {
     }
 
     fn forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
-        self.try_forward(batch, kv).unwrap_or_else(|e| {
-            eprintln!("forward rejected: {e}");
-            Vec::new()
-        })
+        crate::model::forward_or_log(self, batch, kv)
     }
 
     /// `_kv` is the scheduler's (empty) cache: the ranks keep their own.
