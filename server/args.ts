@@ -22,6 +22,8 @@ export interface ServerArgs {
   disable_radix_cache: boolean;
   decode_log_interval: number;
   threads: number | null;
+  tp_size: number;
+  tp_comm: "threads" | "nccl";
   api_key: string | null;
   enable_cache_report: boolean;
   enable_metrics: boolean;
@@ -79,6 +81,13 @@ const SPECS: Record<string, Spec> = {
   "disable-radix-cache": { kind: "bool", help: "turn the prefix cache off" },
   "decode-log-interval": { kind: "int", help: "decode steps between decode log lines (40)", min: 1 },
   "threads": { kind: "int", help: "compute threads (default: all cores)", min: 1 },
+  "tp-size": { kind: "int", help: "tensor-parallel ranks the model is split over (1)", min: 1 },
+  "tensor-parallel-size": { kind: "int", help: "alias of --tp-size", min: 1 },
+  "tp-comm": {
+    kind: "string",
+    help: "how tensor-parallel ranks exchange sums: threads (shared memory) or nccl (GPUs, cuda builds)",
+    choices: ["threads", "nccl"],
+  },
   "api-key": { kind: "string", help: "require Authorization: Bearer KEY (also env LLM_SERVER_API_KEY)" },
   "enable-cache-report": { kind: "bool", help: "report usage.prompt_tokens_details.cached_tokens" },
   "enable-metrics": { kind: "bool", help: "serve Prometheus metrics at /metrics" },
@@ -203,6 +212,8 @@ export function parseServerArgs(
     disable_radix_cache: values["disable-radix-cache"] === true,
     decode_log_interval: pick("decode-log-interval"),
     threads: pick("threads"),
+    tp_size: get("tp-size") ?? get("tensor-parallel-size") ?? 1,
+    tp_comm: get("tp-comm") ?? "threads",
     api_key: get("api-key") ?? env.LLM_SERVER_API_KEY ?? null,
     enable_cache_report: values["enable-cache-report"] === true,
     enable_metrics: values["enable-metrics"] === true,
@@ -281,6 +292,8 @@ export function engineConfig(args: ServerArgs): Record<string, unknown> {
     disable_radix_cache: args.disable_radix_cache,
     random_seed: args.random_seed,
     threads: args.threads,
+    tp_size: args.tp_size,
+    tp_comm: args.tp_comm,
     decode_log_interval: args.decode_log_interval,
     log_level: args.log_level,
     device: args.device,

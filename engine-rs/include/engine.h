@@ -50,8 +50,14 @@ uint32_t llm_abi_version(void);
  *    "decode_log_interval": int, "log_level": "debug"|"info"|"warning"|"error",
  *    "device": "auto"|"cpu"|"cuda" (default "auto"), "cuda_graph_max_bs": int (default 160),
  *    "disable_cuda_graph": bool (default false),
- *    "watchdog_timeout": seconds (300; 0 off: a step running longer sets stats watchdog_stalled)}
+ *    "watchdog_timeout": seconds (300; 0 off: a step running longer sets stats watchdog_stalled),
+ *    "tp_size": int (default 1), "tp_comm": "threads"|"nccl" (default "threads")}
  * Missing keys take SGLang's defaults.
+ * tp_size > 1 splits the model over that many CPU ranks (threads of this process, each with
+ * threads / tp_size compute threads and its own KV heads); the attention head count must be a
+ * multiple of it and it must divide, or be a multiple of, the KV head count (LLM_ERR_LOAD otherwise).
+ * tp_comm "nccl" joins the ranks' partial sums through NCCL on GPUs 0..tp_size-1 instead of shared
+ * memory (a `cuda` build on a host with that many GPUs; LLM_ERR_LOAD otherwise).
  * device: "auto" runs on GPU 0 when the library was built with the `cuda` feature and CUDA works
  * there, else on the CPU after logging one line `CUDA not used: <reason>; running on CPU`; "cuda"
  * fails with LLM_ERR_LOAD and that reason instead; "cpu" never touches the CUDA driver. On the GPU
@@ -74,7 +80,7 @@ size_t llm_engine_last_error(llm_engine *engine, char *buf, size_t cap);
 /*
  * Static facts as JSON: {"architecture", "vocab_size", "context_len", "max_total_num_tokens",
  * "max_running_requests", "max_prefill_tokens", "chunked_prefill_size", "page_size",
- * "eos_token_ids": [..], "bos_token_id", "dtype", "weight_bytes", "kv_bytes", "threads", "device"}.
+ * "eos_token_ids": [..], "bos_token_id", "dtype", "weight_bytes", "kv_bytes", "threads", "tp_size", "device"}.
  * "device" is "cpu" or "cuda:0 <GPU name>"; "kv_bytes" is the pool on that device.
  */
 int32_t llm_engine_info(llm_engine *engine, uint8_t *buf, size_t cap, size_t *written);

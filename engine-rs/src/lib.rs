@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod kv;
 pub mod loader;
 pub mod model;
+pub mod parallel;
 pub mod runner;
 pub mod sample;
 pub mod sched;

@@ -121,7 +121,7 @@ export function handleServerInfo(ctx: ServerContext): Response {
     model_path: ctx.modelConfig.modelPath,
     tokenizer_path: ctx.modelConfig.modelPath,
     dp_size: 1,
-    tp_size: 1,
+    tp_size: ctx.args.tp_size,
     max_total_num_tokens: ctx.info.max_total_num_tokens,
     max_req_input_len: ctx.info.context_len - 1,
     context_len: ctx.info.context_len,

@@ -94,7 +94,12 @@ pub fn gpu_batch_tokens(opts: &EngineOptions, context_len: usize, max_running: u
 pub fn load(opts: &EngineOptions, req: &LoadOptions, log: Logger) -> Result<PlacedModel, EngineError> {
     let want = DeviceRequest::parse(&opts.device).map_err(|e| EngineError::new(status::INVALID_ARGUMENT, e))?;
     if want != DeviceRequest::Cpu {
-        match try_cuda(opts, req, log) {
+        // The NCCL communicator (backend/cuda/nccl.rs) is not yet driven by the CUDA model.
+        let tp_on_gpu = (opts.tp_size > 1).then(|| CudaFailure::Unavailable(format!(
+            "--tp-size {} runs on the CPU ranks only (the CUDA model has no tensor parallelism yet)",
+            opts.tp_size
+        )));
+        match tp_on_gpu.map_or_else(|| try_cuda(opts, req, log), Err) {
             Ok(placed) => return Ok(placed),
             Err(CudaFailure::Unavailable(reason)) if want == DeviceRequest::Auto => {
                 log.warn(&format!("CUDA not used: {reason}; running on CPU"));
@@ -108,6 +113,10 @@ pub fn load(opts: &EngineOptions, req: &LoadOptions, log: Logger) -> Result<Plac
     let gb = |b: usize| b as f64 / (1u64 << 30) as f64;
     log.info(&format!("Load weight begin. avail mem={:.2} GB", gb(super::options::mem_available_bytes().unwrap_or(0))));
     let started = std::time::Instant::now();
+    if opts.tp_size > 1 {
+        let model = crate::loader::load_llama(req).map_err(|e| EngineError::new(status::LOAD, e))?;
+        return super::tensor_parallel::place(model, opts, req, log, started);
+    }
     let model = crate::model::load_model(req).map_err(|e| EngineError::new(status::LOAD, e))?;
     log.info(&format!(
         "Load weight end. type={}, dtype={}, avail mem={:.2} GB, mem usage={:.2} GB, took {:.2} s.",

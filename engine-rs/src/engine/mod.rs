@@ -4,6 +4,7 @@
 pub mod device;
 pub mod events;
 pub mod options;
+pub mod tensor_parallel;
 pub mod watchdog;
 pub mod worker;
 
@@ -146,6 +147,7 @@ impl Engine {
             "weight_bytes": weight_bytes,
             "kv_bytes": kv_bytes,
             "threads": threads,
+            "tp_size": opts.tp_size,
             "device": device,
         })
         .to_string();

@@ -35,6 +35,11 @@ pub struct EngineOptions {
     pub disable_cuda_graph: bool,
     /// Seconds one scheduler step may run before the watchdog reports the engine stalled; 0 turns it off.
     pub watchdog_timeout: f64,
+    /// Tensor-parallel ranks (`--tp-size`); > 1 splits the model over that many ranks (parallel/).
+    pub tp_size: usize,
+    /// How tensor-parallel ranks exchange partial sums: "threads" (shared memory) or "nccl"
+    /// (GPUs 0..tp_size through NCCL; `cuda` builds only).
+    pub tp_comm: String,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +66,8 @@ impl Default for EngineOptions {
             cuda_graph_max_bs: 160,
             disable_cuda_graph: false,
             watchdog_timeout: 300.0,
+            tp_size: 1,
+            tp_comm: "threads".into(),
         }
     }
 }
@@ -96,6 +103,9 @@ impl EngineOptions {
                 return Err("mem_fraction_static must be in (0, 1]".into());
             }
         }
+        if self.tp_size == 0 {
+            return Err("tp_size must be at least 1".into());
+        }
         if self.max_total_tokens == Some(0) {
             return Err("max_total_tokens must be at least 1".into());
         }
@@ -120,10 +130,15 @@ impl EngineOptions {
     /// the weights, bounded by [MIN, MAX]_AUTO_POOL_TOKENS, 4 × context_len and MAX_AUTO_POOL_BYTES.
     /// Rounded down to whole pages.
     pub fn pool_slots(&self, cfg: &ModelConfig, weight_bytes: usize) -> usize {
+        self.pool_slots_of(cfg, weight_bytes, KvCache::bytes_per_slot(cfg.num_hidden_layers, cfg.kv_dim()))
+    }
+
+    /// `pool_slots` for a slot of `per_slot` bytes (tensor parallelism: the ranks' shares added up).
+    pub fn pool_slots_of(&self, cfg: &ModelConfig, weight_bytes: usize, per_slot: usize) -> usize {
         let slots = match self.max_total_tokens {
             Some(n) => n,
             None => {
-                let per_slot = KvCache::bytes_per_slot(cfg.num_hidden_layers, cfg.kv_dim()).max(1);
+                let per_slot = per_slot.max(1);
                 let avail = mem_available_bytes().unwrap_or(4 << 30).saturating_sub(weight_bytes);
                 let fraction = self.mem_fraction_static.unwrap_or(DEFAULT_MEM_FRACTION_STATIC);
                 let by_mem = ((avail as f64 * fraction) as usize).min(MAX_AUTO_POOL_BYTES) / per_slot;

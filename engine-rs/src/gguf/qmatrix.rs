@@ -107,3 +107,29 @@ impl std::fmt::Debug for QMatrix {
         write!(f, "QMatrix({} {}×{})", self.dtype, self.rows, self.cols)
     }
 }
+
+/// Tensor-parallel shards: row ranges borrow the same bytes; column ranges are copied row by row
+/// and must fall on block boundaries.
+impl QMatrix {
+    pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> QMatrix {
+        assert!(rows.end <= self.rows);
+        QMatrix { rows: rows.len(), start: self.start + rows.start * self.row_bytes, ..self.clone() }
+    }
+
+    pub fn slice_cols(&self, cols: std::ops::Range<usize>) -> Result<QMatrix, String> {
+        let block = self.dtype.block_len();
+        if cols.start % block != 0 || cols.end % block != 0 || cols.end > self.cols {
+            return Err(format!(
+                "columns {}..{} of a {} matrix with {} columns do not fall on its {block}-value blocks",
+                cols.start, cols.end, self.dtype, self.cols
+            ));
+        }
+        let block_bytes = self.row_bytes / (self.cols / block);
+        let (from, to) = (cols.start / block * block_bytes, cols.end / block * block_bytes);
+        let mut bytes = Vec::with_capacity(self.rows * (to - from));
+        for r in 0..self.rows {
+            bytes.extend_from_slice(&self.row(r)[from..to]);
+        }
+        QMatrix::from_vec(self.dtype, self.rows, cols.len(), bytes)
+    }
+}

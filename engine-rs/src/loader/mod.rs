@@ -41,11 +41,16 @@ impl LoadOptions {
 
 /// Loads config and weights and returns a ready model. Errors name the file and tensor at fault.
 pub fn load_model(opts: &LoadOptions) -> Result<Box<dyn Model>, String> {
+    Ok(Box::new(load_llama(opts)?))
+}
+
+/// `load_model`'s concrete Llama (tensor parallelism splits it further).
+pub fn load_llama(opts: &LoadOptions) -> Result<Llama, String> {
     if let Some(file) = gguf::resolve(&opts.model_path, &opts.load_format)? {
         let compute = gguf::GgufCompute::from_dtype(&opts.dtype)?;
         let pool = compute_pool(opts.threads)?;
         let model = pool.install(|| gguf::load_llama(&file, compute, Kernels::detect()))?;
-        return Ok(Box::new(model.with_pool(pool)));
+        return Ok(model.with_pool(pool));
     }
     let config = ModelConfig::from_dir(&opts.model_path)?;
     let convert_to = match opts.dtype.as_str() {
@@ -63,7 +68,7 @@ pub fn load_model(opts: &LoadOptions) -> Result<Box<dyn Model>, String> {
     };
     let pool = compute_pool(opts.threads)?;
     let model = pool.install(|| Llama::new(config, &source, convert_to, Kernels::detect()))?;
-    Ok(Box::new(model.with_pool(pool)))
+    Ok(model.with_pool(pool))
 }
 
 fn compute_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, String> {

@@ -11,6 +11,8 @@ use crate::backend::cpu::{silu_mul, add_in_place, Kernels};
 use crate::config::ModelConfig;
 use crate::kv::cache::KvCache;
 use crate::loader::source::WeightSource;
+use crate::parallel::comm::{Communicator, Solo};
+use crate::parallel::plan::RankShard;
 
 /// One decoder layer's weights, in HF layout (Q/K rows in rotate-half order).
 pub struct Layer {
@@ -46,6 +48,8 @@ pub struct Llama {
     pool: Option<rayon::ThreadPool>,
     weight_bytes: usize,
     weight_dtype: &'static str,
+    /// The heads, MLP columns and vocabulary rows these weights hold (all of them at tp = 1).
+    shard: RankShard,
 }
 
 impl Llama {
@@ -98,7 +102,9 @@ impl Llama {
                 + (l.input_norm.len() + l.post_attention_norm.len()) * 4;
         }
         let weight_dtype = layers.first().map_or(embed_tokens.dtype_name(), |l| l.q_proj.dtype_name());
+        let shard = RankShard::whole(&config);
         Llama {
+            shard,
             rope,
             config,
             kernels,
@@ -122,15 +128,59 @@ impl Llama {
         self.kernels
     }
 
-    fn validate(&self, batch: &[ForwardSeq], kv: &KvCache) -> Result<(), String> {
+    /// The weights of one tensor-parallel rank: column-parallel q/k/v and gate/up (row slices),
+    /// row-parallel o_proj and down_proj (column slices), embedding and lm_head by vocabulary;
+    /// norms replicated. Mapped row slices borrow the checkpoint; column slices are copies.
+    pub fn shard(&self, s: &RankShard) -> Result<Llama, String> {
+        let hd = self.config.head_dim;
+        let rows = |r: &std::ops::Range<usize>| r.start * hd..r.end * hd;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let cols = |w: &Weight, r: std::ops::Range<usize>, name: &str| {
+                w.slice_cols(r).map_err(|e| format!("--tp-size {}: layer {i} {name}: {e}", s.world))
+            };
+            layers.push(Layer {
+                input_norm: l.input_norm.clone(),
+                post_attention_norm: l.post_attention_norm.clone(),
+                q_proj: l.q_proj.slice_rows(rows(&s.heads)),
+                k_proj: l.k_proj.slice_rows(rows(&s.kv_heads)),
+                v_proj: l.v_proj.slice_rows(rows(&s.kv_heads)),
+                o_proj: cols(&l.o_proj, rows(&s.heads), "o_proj")?,
+                gate_proj: l.gate_proj.slice_rows(s.inter.clone()),
+                up_proj: l.up_proj.slice_rows(s.inter.clone()),
+                down_proj: cols(&l.down_proj, s.inter.clone(), "down_proj")?,
+            });
+        }
+        let weights = LlamaWeights {
+            embed_tokens: self.embed_tokens.slice_rows(s.vocab.clone()),
+            lm_head: self.lm_head.as_ref().map(|h| h.slice_rows(s.vocab.clone())),
+            final_norm: self.final_norm.clone(),
+            layers,
+        };
+        let mut rank = Llama::from_weights(self.config.clone(), weights, self.rope.clone(), self.kernels);
+        rank.shard = s.clone();
+        Ok(rank)
+    }
+
+    pub fn rank_shard(&self) -> &RankShard {
+        &self.shard
+    }
+
+    /// K/V floats per slot in this model's cache (its KV heads × head_dim).
+    pub fn kv_dim(&self) -> usize {
+        self.shard.num_kv_heads() * self.config.head_dim
+    }
+
+    /// Checks a batch against the model and `kv` before any rank runs it.
+    pub(crate) fn check_batch(&self, batch: &[ForwardSeq], kv: &KvCache) -> Result<(), String> {
         let c = &self.config;
-        if kv.num_layers != c.num_hidden_layers || kv.kv_dim != c.kv_dim() {
+        if kv.num_layers != c.num_hidden_layers || kv.kv_dim != self.kv_dim() {
             return Err(format!(
                 "KV cache shape (layers {}, kv_dim {}) does not match the model (layers {}, kv_dim {})",
                 kv.num_layers,
                 kv.kv_dim,
                 c.num_hidden_layers,
-                c.kv_dim()
+                self.kv_dim()
             ));
         }
         for (i, s) in batch.iter().enumerate() {
@@ -151,12 +201,17 @@ impl Llama {
         Ok(())
     }
 
-    fn run(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
+    /// The forward pass of this rank; `comm` joins the ranks' partial sums (a no-op at tp = 1).
+    /// Returns the logits on rank 0 (every rank computes them; only rank 0's are used).
+    pub(crate) fn run(&self, batch: &[ForwardSeq], kv: &mut KvCache, comm: &dyn Communicator) -> Vec<f32> {
         let c = &self.config;
         let k = &self.kernels;
-        let (hidden, inter, q_dim, kv_dim, hd) = (c.hidden_size, c.intermediate_size, c.q_dim(), c.kv_dim(), c.head_dim);
+        let s = &self.shard;
+        let hd = c.head_dim;
+        let (hidden, inter, q_dim, kv_dim) = (c.hidden_size, s.inter.len(), s.num_heads() * hd, self.kv_dim());
         let n: usize = batch.iter().map(|s| s.tokens.len()).sum();
-        let heads = Heads { num_heads: c.num_attention_heads, num_kv_heads: c.num_key_value_heads, head_dim: hd };
+        let heads = Heads { num_heads: s.num_heads(), num_kv_heads: s.num_kv_heads(), head_dim: hd };
+        let tp = comm.world_size() > 1;
 
         let mut x = vec![0.0f32; n * hidden];
         let mut positions = Vec::with_capacity(n);
@@ -166,12 +221,19 @@ impl Llama {
             spans.push(SeqSpan { first_row: positions.len(), len: s.tokens.len(), start_pos: s.start_pos, slots: s.slots });
             for (i, &t) in s.tokens.iter().enumerate() {
                 let row = positions.len();
-                self.embed_tokens.row_to_f32(t as usize, &mut x[row * hidden..(row + 1) * hidden]);
+                // A vocabulary shard leaves other ranks' tokens at zero; the all-reduce fills them.
+                if self.shard.vocab.contains(&(t as usize)) {
+                    let local = t as usize - self.shard.vocab.start;
+                    self.embed_tokens.row_to_f32(local, &mut x[row * hidden..(row + 1) * hidden]);
+                }
                 positions.push(s.start_pos + i);
                 new_slots.push(s.slots[s.start_pos + i] as usize);
             }
         }
 
+        if tp {
+            comm.all_reduce_sum(&mut x);
+        }
         let mut h = vec![0.0f32; n * hidden];
         let mut q = vec![0.0f32; n * q_dim];
         let mut kn = vec![0.0f32; n * kv_dim];
@@ -206,11 +268,17 @@ impl Llama {
             let (kc, vc) = kv.layer(li);
             attend(k, heads, &spans, &q, kc, vc, &mut att);
             layer.o_proj.matmul(k, &att, n, &mut o);
+            if tp {
+                comm.all_reduce_sum(&mut o);
+            }
             k.add_rmsnorm(&mut x, &o, &layer.post_attention_norm, eps, &mut h);
             layer.gate_proj.matmul(k, &h, n, &mut gate);
             layer.up_proj.matmul(k, &h, n, &mut up);
             silu_mul(&mut gate, &up);
             layer.down_proj.matmul(k, &gate, n, &mut down);
+            if tp {
+                comm.all_reduce_sum(&mut down);
+            }
         }
         if !self.layers.is_empty() {
             add_in_place(&mut x, &down);
@@ -232,9 +300,20 @@ impl Llama {
         let mut normed = vec![0.0f32; sel.len()];
         k.rmsnorm(&sel, &self.final_norm, eps, &mut normed);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        let mut logits = vec![0.0f32; picked.len() * c.vocab_size];
+        let mut logits = vec![0.0f32; picked.len() * head.rows()];
         head.matmul(k, &normed, picked.len(), &mut logits);
+        if tp {
+            logits = gather_vocab(comm, &logits, picked.len(), c.vocab_size);
+        }
         logits
+    }
+
+    /// Runs `f` on this model's compute pool (the caller's pool when it has none).
+    pub(crate) fn on_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 }
 
@@ -245,21 +324,15 @@ impl Model for Llama {
 
     /// Invalid batches return an empty Vec (the reason is in `try_forward`'s error).
     fn forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
-        self.try_forward(batch, kv).unwrap_or_else(|e| {
-            eprintln!("forward rejected: {e}");
-            Vec::new()
-        })
+        super::forward_or_log(self, batch, kv)
     }
 
     fn try_forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Result<Vec<f32>, String> {
-        self.validate(batch, kv)?;
+        self.check_batch(batch, kv)?;
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(match &self.pool {
-            Some(pool) => pool.install(|| self.run(batch, kv)),
-            None => self.run(batch, kv),
-        })
+        Ok(self.on_pool(|| self.run(batch, kv, &Solo)))
     }
 
     fn weight_bytes(&self) -> usize {
@@ -273,4 +346,22 @@ impl Model for Llama {
     fn kernel_isa(&self) -> &'static str {
         self.kernels.name()
     }
+}
+
+/// Joins the ranks' vocabulary slices of `rows` logits rows into full rows of `vocab` floats.
+fn gather_vocab(comm: &dyn Communicator, local: &[f32], rows: usize, vocab: usize) -> Vec<f32> {
+    let mut by_rank = vec![0.0f32; rows * vocab];
+    comm.all_gather(local, &mut by_rank);
+    // by_rank holds rank 0's rows × slice_0, then rank 1's rows × slice_1, ...
+    let mut out = vec![0.0f32; rows * vocab];
+    let (mut at, mut col) = (0, 0);
+    for r in 0..comm.world_size() {
+        let width = crate::parallel::plan::even_split(vocab, comm.world_size(), r).len();
+        for row in 0..rows {
+            out[row * vocab + col..row * vocab + col + width].copy_from_slice(&by_rank[at + row * width..at + (row + 1) * width]);
+        }
+        at += rows * width;
+        col += width;
+    }
+    out
 }

@@ -46,6 +46,15 @@ pub trait Model: Send + Sync {
     }
 }
 
+/// `forward` for models whose real entry is `try_forward`: an invalid batch is logged and gives
+/// no logits (the runner then fails that batch's requests).
+pub fn forward_or_log<M: Model + ?Sized>(model: &M, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
+    model.try_forward(batch, kv).unwrap_or_else(|e| {
+        eprintln!("forward rejected: {e}");
+        Vec::new()
+    })
+}
+
 pub mod attention;
 pub mod llama;
 pub mod rope;

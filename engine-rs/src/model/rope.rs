@@ -2,6 +2,7 @@
 
 use crate::config::ModelConfig;
 
+#[derive(Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
 }

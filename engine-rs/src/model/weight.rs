@@ -58,6 +58,25 @@ impl Weight {
     }
 }
 
+/// Tensor-parallel shards of a weight (see `parallel::plan`).
+impl Weight {
+    /// Output features `rows` (column-parallel: QKV, gate/up, vocabulary shards).
+    pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Weight {
+        match self {
+            Weight::Dense(m) => Weight::Dense(m.slice_rows(rows)),
+            Weight::Quantized(q) => Weight::Quantized(q.slice_rows(rows)),
+        }
+    }
+
+    /// Input features `cols` (row-parallel: o_proj, down_proj).
+    pub fn slice_cols(&self, cols: std::ops::Range<usize>) -> Result<Weight, String> {
+        match self {
+            Weight::Dense(m) => Ok(Weight::Dense(m.slice_cols(cols))),
+            Weight::Quantized(q) => q.slice_cols(cols).map(Weight::Quantized),
+        }
+    }
+}
+
 impl From<Matrix> for Weight {
     fn from(m: Matrix) -> Weight {
         Weight::Dense(m)

@@ -36,6 +36,12 @@ impl Logger {
     pub fn info(&self, msg: &str) {
         self.log(Level::Info, msg)
     }
+    /// An info line of one tensor-parallel rank, tagged as SGLang tags them (`[time TP1] ...`).
+    pub fn info_rank(&self, rank: usize, msg: &str) {
+        if Level::Info >= self.level {
+            eprintln!("[{} TP{rank}] {msg}", timestamp());
+        }
+    }
     pub fn warn(&self, msg: &str) {
         self.log(Level::Warning, msg)
     }

@@ -105,6 +105,37 @@ impl Matrix {
     pub fn size_bytes(&self) -> usize {
         self.bytes().len()
     }
+
+    /// Rows `rows` (a tensor-parallel shard): mapped bytes are borrowed, others copied.
+    pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Matrix {
+        assert!(rows.end <= self.rows);
+        let stride = self.cols * self.dtype.size();
+        let storage = match &self.storage {
+            Storage::Mapped { map, offset, .. } => {
+                Storage::Mapped { map: map.clone(), offset: offset + rows.start * stride, len: rows.len() * stride }
+            }
+            _ => Storage::Huge(huge_copy(&self.bytes()[rows.start * stride..rows.end * stride])),
+        };
+        Matrix { dtype: self.dtype, rows: rows.len(), cols: self.cols, storage }
+    }
+
+    /// Columns `cols` of every row, copied into a matrix of their own (a row-parallel shard).
+    pub fn slice_cols(&self, cols: std::ops::Range<usize>) -> Matrix {
+        assert!(cols.end <= self.cols);
+        let size = self.dtype.size();
+        let mut buffer = HugeBuffer::zeroed(self.rows * cols.len() * size).unwrap_or_else(|e| panic!("weight shard: {e}"));
+        let width = cols.len() * size;
+        for (r, dst) in buffer.bytes_mut().chunks_exact_mut(width.max(1)).enumerate().take(self.rows) {
+            dst.copy_from_slice(&self.row_bytes(r)[cols.start * size..cols.end * size]);
+        }
+        Matrix { dtype: self.dtype, rows: self.rows, cols: cols.len(), storage: Storage::Huge(buffer) }
+    }
+}
+
+fn huge_copy(bytes: &[u8]) -> HugeBuffer {
+    let mut buffer = HugeBuffer::zeroed(bytes.len()).unwrap_or_else(|e| panic!("weight shard: {e}"));
+    buffer.bytes_mut().copy_from_slice(bytes);
+    buffer
 }
 
 pub fn bytes_to_f32(dtype: DType, bytes: &[u8], out: &mut [f32]) {

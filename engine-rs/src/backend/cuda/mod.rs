@@ -12,6 +12,7 @@ mod gemm;
 mod graphs;
 mod kernels;
 mod model;
+pub mod nccl;
 
 pub use device::probe_cuda;
 pub use model::{CudaLlama, CudaOptions, WeightSource};
