@@ -31,8 +31,10 @@ const SERIAL_WORK: usize = 1 << 21;
 
 /// out[row, head] = softmax(q·Kᵀ / sqrt(d)) · V over positions 0..=pos of the row's sequence.
 /// The new tokens' K/V must already be in `k_cache`/`v_cache` at their slots.
-/// Work item = (query row, KV head): the GQA group's query heads share every K/V row it reads.
-/// Items run in a few coarse chunks (one scratch buffer each), or all on this thread when small.
+/// Work item = (query row, run of KV heads): the GQA group's query heads share every K/V row it
+/// reads. The run is one head (a single decode token still spreads over the heads' tasks) unless the
+/// kernel reads whole rows for small heads, then all of them. Items run in a few coarse chunks (one
+/// scratch buffer each), or all on this thread when small.
 pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
     let Heads { num_heads, num_kv_heads, head_dim } = heads;
     let q_dim = num_heads * head_dim;
@@ -41,10 +43,11 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut items: Vec<(usize, usize, usize)> = Vec::new();
     let mut work = 0usize;
+    let run_len = kernels.attention_heads_per_call(head_dim, num_kv_heads);
     for (si, span) in spans.iter().enumerate() {
         for i in 0..span.len {
-            work += num_kv_heads * (span.start_pos + i + 1) * 2 * num_heads / num_kv_heads * head_dim;
-            for kvh in 0..num_kv_heads {
+            work += (span.start_pos + i + 1) * 2 * num_heads * head_dim;
+            for kvh in (0..num_kv_heads).step_by(run_len) {
                 items.push((si, i, kvh));
             }
         }
@@ -55,10 +58,11 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
         let row = span.first_row + i;
         let visible = span.start_pos + i + 1;
         let at = row * q_dim + kvh * group * head_dim;
-        // Safety: each (row, KV head) item writes only its own group's heads of its own row.
-        let dst = unsafe { std::slice::from_raw_parts_mut({ out_ptr }.0.add(at), group * head_dim) };
-        let qg = &q[at..at + group * head_dim];
-        kernels.attend_group(qg, group, k_cache, v_cache, &span.slots[..visible], kv_dim, kvh * head_dim, scale, dst, scratch);
+        let len = run_len * group * head_dim;
+        // Safety: each item writes only its own heads of its own row.
+        let dst = unsafe { std::slice::from_raw_parts_mut({ out_ptr }.0.add(at), len) };
+        let slots = &span.slots[..visible];
+        kernels.attend_heads(&q[at..at + len], run_len, group, k_cache, v_cache, slots, kv_dim, kvh * head_dim, scale, dst, scratch);
     };
     let threads = rayon::current_num_threads().max(1);
     if work < SERIAL_WORK || threads == 1 || items.len() == 1 {

@@ -35,6 +35,17 @@ unsafe fn gather_dims(table: *const f32, idx: __m512i, m: __mmask16, d: usize, d
     }
 }
 
+/// Asks for the next block's rows ahead of their gathers: the rows are scattered over the KV pool,
+/// one cache line each, and a gather waits for all 16 of them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn prefetch_block(table: *const f32, slots: &[u32], b: usize, stride: usize, offset: usize) {
+    let end = slots.len().min(b * 16 + 16);
+    for &s in slots.get(b * 16..end).unwrap_or(&[]) {
+        _mm_prefetch::<_MM_HINT_T0>(table.add(s as usize * stride + offset) as *const i8);
+    }
+}
+
 /// e^x for x ≤ 0 (softmax after subtracting the max): Cephes' expf polynomial on the reduced
 /// argument, scaled by 2^n with `vscalefps`; about 1 ulp, and 0 far below -87.
 #[inline]
@@ -91,6 +102,7 @@ pub unsafe fn attend_group(
     // Scores: one gather per dimension serves every query head of the group.
     for b in 0..blocks {
         let m = block_mask(n, b);
+        prefetch_block(k, slots, b + 1, stride, offset);
         gather_dims(k, block_index(slots, b, m, stride_v, offset_v), m, d, &mut dims);
         for g in 0..group {
             let qg = q.as_ptr().add(g * d);
@@ -124,6 +136,7 @@ pub unsafe fn attend_group(
     // Weighted V sum, lane-wise over positions; one horizontal sum per output value.
     for b in 0..blocks {
         let m = block_mask(n, b);
+        prefetch_block(v, slots, b + 1, stride, offset);
         gather_dims(v, block_index(slots, b, m, stride_v, offset_v), m, d, &mut dims);
         for g in 0..group {
             let p = _mm512_loadu_ps(probs.as_ptr().add(g * padded + b * 16));

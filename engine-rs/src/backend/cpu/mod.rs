@@ -14,6 +14,8 @@ pub mod avx512;
 pub mod avx512_bf16;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_attn;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_attn_rows;
 #[cfg(test)]
 mod tests;
 
@@ -240,6 +242,38 @@ impl Kernels {
                     self.axpy(pj, &table[base..base + d], acc);
                 }
             }
+        }
+    }
+
+    /// How many consecutive KV heads one attention call should take: all of them where the kernel
+    /// reads whole K/V rows (head_dim 8 or 16 on AVX-512), else one (the caller spreads heads over threads).
+    pub fn attention_heads_per_call(&self, head_dim: usize, num_kv_heads: usize) -> usize {
+        if self.isa == Isa::Avx512 && (head_dim == 8 || head_dim == 16) { num_kv_heads } else { 1 }
+    }
+
+    /// `attend_group` for `kv_heads` consecutive KV heads: q and out hold kv_heads * group heads
+    /// (query head h = kvh * group + g), KV head kvh starts at `offset + kvh * d` of each row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_heads(&self, q: &[f32], kv_heads: usize, group: usize, k: &[f32], v: &[f32], slots: &[u32], stride: usize, offset: usize, scale: f32, out: &mut [f32], scratch: &mut Vec<f32>) {
+        let hg = kv_heads * group;
+        let d = q.len() / hg.max(1);
+        assert!(hg > 0 && d > 0 && q.len() == hg * d && out.len() >= hg * d);
+        #[cfg(target_arch = "x86_64")]
+        if kv_heads > 1 && self.attention_heads_per_call(d, kv_heads) == kv_heads {
+            assert!(
+                slots.iter().all(|&s| s as usize * stride + offset + kv_heads * d <= k.len().min(v.len())),
+                "attend_heads: slot outside the table"
+            );
+            // Safety: AVX-512 is present, d is 8 or 16, every row was bounds-checked above.
+            unsafe {
+                avx512_attn_rows::attend_heads(q, kv_heads, group, d, k.as_ptr(), v.as_ptr(), slots, stride, offset, scale, out, scratch)
+            };
+            return;
+        }
+        for kvh in 0..kv_heads {
+            let at = kvh * group * d;
+            let o = &mut out[at..at + group * d];
+            self.attend_group(&q[at..at + group * d], group, k, v, slots, stride, offset + kvh * d, scale, o, scratch);
         }
     }
 

@@ -261,3 +261,34 @@ fn vector_exp_is_within_two_ulp() {
         assert!((got as f64 - want).abs() <= tol, "exp({x}) = {got}, want {want}");
     }
 }
+
+#[test]
+fn attend_heads_agrees_with_one_head_at_a_time() {
+    // head_dim 8 and 16 take the whole-row AVX-512 kernel; odd KV head counts leave a half chunk,
+    // groups of 1..5 cover the 4-head accumulator split; 1..40 positions cover ragged folds and blocks.
+    for d in [8, 16, 4] {
+        for kv_heads in [2, 3, 4] {
+            for group in [1, 2, 5] {
+                for n in [1, 7, 8, 9, 16, 33, 40] {
+                    let stride = kv_heads * d + 3;
+                    let k = pseudo_random(60 * stride, (d + kv_heads * 7 + group) as u64);
+                    let v = pseudo_random(60 * stride, (d * 11 + n) as u64);
+                    let slots: Vec<u32> = (0..n as u32).map(|j| (j * 17 + 3) % 60).collect();
+                    let hg = kv_heads * group;
+                    let q: Vec<f32> = pseudo_random(hg * d, 42).iter().map(|x| x * 5.0).collect();
+                    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+                    let mut want = vec![0.0; hg * d];
+                    scalar.attend_heads(&q, kv_heads, group, &k, &v, &slots, stride, 2, 0.3, &mut want, &mut Vec::new());
+                    for isa in Isa::available() {
+                        let kern = Kernels::with_isa(isa).unwrap();
+                        let mut got = vec![f32::NAN; hg * d];
+                        kern.attend_heads(&q, kv_heads, group, &k, &v, &slots, stride, 2, 0.3, &mut got, &mut vec![1.0; 5]);
+                        for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                            assert!((x - y).abs() < 1e-5, "{isa:?} d={d} kvh={kv_heads} g={group} n={n} [{i}]: {x} vs {y}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
