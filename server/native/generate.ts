@@ -5,6 +5,7 @@ import {
   generate,
   Generation,
   GenerationUpdate,
+  mapGeneration,
   mergeGenerations,
   newRequestId,
   warmPrefixCache,
@@ -105,6 +106,7 @@ export async function handleGenerate(
     const outputs = finals.map((u, i) => nativeOutput(ctx, items[i], u, lp));
     return Response.json(many ? outputs : outputs[0]);
   }
+  if (!many) return sseResponse(mapGeneration(gens[0], (u) => nativeOutput(ctx, items[0], u, lp)));
   async function* payloads() {
     for await (const { index, update } of mergeGenerations(gens)) {
       const out = nativeOutput(ctx, items[index], update, lp) as Record<string, unknown>;
