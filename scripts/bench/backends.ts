@@ -1,6 +1,7 @@
 // Streaming clients for the server's generation endpoints; each returns one request's timings.
 
 import type { BenchRequest } from "./datasets.ts";
+import { postStreaming } from "./http1.ts";
 
 export type BackendName = "sglang" | "sglang-oai";
 
@@ -46,29 +47,63 @@ function eventData(event: string, onData: (data: string) => void): void {
 }
 
 /**
- * Feeds each `data:` payload of a server-sent-event stream to `onData`, synchronously per network chunk:
- * events are cut at blank lines in the bytes and each is decoded once, with no promise per event (the
- * client shares the server's cores, so its cost per token is part of what the benchmark measures).
+ * Cuts a server-sent-event byte stream into events at blank lines and hands each `data:` payload to
+ * `onData` synchronously: each event is decoded once and costs no promise (the client shares the server's
+ * cores, so its cost per token is part of what the benchmark measures). push() may be given a view of a
+ * buffer that is reused afterwards: what it keeps, it copies.
  */
-async function readSse(body: ReadableStream<Uint8Array>, onData: (data: string) => void): Promise<void> {
-  const decoder = new TextDecoder();
-  let carry: Uint8Array | null = null;
-  for await (const chunk of body) {
+class SseReader {
+  private readonly decoder = new TextDecoder();
+  private carry: Uint8Array | null = null;
+
+  constructor(private readonly onData: (data: string) => void) {}
+
+  push(chunk: Uint8Array): void {
     let bytes = chunk;
-    if (carry) {
-      bytes = new Uint8Array(carry.length + chunk.length);
-      bytes.set(carry);
-      bytes.set(chunk, carry.length);
-      carry = null;
+    if (this.carry) {
+      bytes = new Uint8Array(this.carry.length + chunk.length);
+      bytes.set(this.carry);
+      bytes.set(chunk, this.carry.length);
+      this.carry = null;
     }
     let start = 0;
     for (let end = blankLine(bytes, 0); end >= 0; end = blankLine(bytes, start)) {
-      eventData(decoder.decode(bytes.subarray(start, end)), onData);
+      eventData(this.decoder.decode(bytes.subarray(start, end)), this.onData);
       start = end + 2;
     }
-    if (start < bytes.length) carry = bytes.slice(start);
+    if (start < bytes.length) this.carry = bytes.slice(start);
   }
-  if (carry) eventData(decoder.decode(carry), onData);
+
+  end(): void {
+    if (this.carry) eventData(this.decoder.decode(this.carry), this.onData);
+    this.carry = null;
+  }
+}
+
+/**
+ * POSTs the request and feeds its SSE payloads to `onData`. Plain http goes through the raw HTTP/1.1 client
+ * (one op per socket read); anything else through fetch. Returns an error text for a non-2xx answer.
+ */
+async function streamRequest(url: string, body: unknown, onData: (data: string) => void): Promise<string | null> {
+  const reader = new SseReader(onData);
+  const target = new URL(url);
+  if (target.protocol === "http:") {
+    const response = await postStreaming(target, JSON.stringify(body), (bytes) => reader.push(bytes));
+    if (response.status < 200 || response.status >= 300) {
+      return `HTTP ${response.status}: ${response.errorBody.slice(0, 300)}`;
+    }
+    reader.end();
+    return null;
+  }
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok || !response.body) return `HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`;
+  for await (const chunk of response.body) reader.push(chunk);
+  reader.end();
+  return null;
 }
 
 function requestBody(options: BackendOptions, request: BenchRequest): { path: string; body: unknown } {
@@ -162,15 +197,6 @@ export async function sendRequest(options: BackendOptions, request: BenchRequest
   let lastReported = -1;
   const textLength = { value: 0 };
   try {
-    const response = await fetch(options.baseUrl + path, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    if (!response.ok || !response.body) {
-      outcome.error = `HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`;
-      return outcome;
-    }
     let sawDone = false;
     let lastData = "";
     let failed = false;
@@ -187,7 +213,7 @@ export async function sendRequest(options: BackendOptions, request: BenchRequest
       lastOutputAt = now;
       outputChunks++;
     };
-    await readSse(response.body, (data) => {
+    const refused = await streamRequest(options.baseUrl + path, body, (data) => {
       if (failed) return;
       if (data === "[DONE]") {
         sawDone = true;
@@ -209,6 +235,10 @@ export async function sendRequest(options: BackendOptions, request: BenchRequest
       }
       onProgress(progress, now);
     });
+    if (refused !== null) {
+      outcome.error = refused;
+      return outcome;
+    }
     if (failed) return outcome;
     // The tokens counted are the ones the stream delivered: /generate's last event carries every output id.
     if (lastData) {
