@@ -12,7 +12,7 @@ use super::avx512_attn::exp_ps;
 use std::arch::x86_64::*;
 
 /// How many positions ahead the K/V rows are prefetched.
-const AHEAD: usize = 16;
+const AHEAD: usize = 64;
 
 /// Lanes that hold rows of heads `k*d..` of a 16-lane vector, for d = 8 or 16.
 #[inline]
