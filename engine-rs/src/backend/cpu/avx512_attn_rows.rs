@@ -146,21 +146,30 @@ unsafe fn attend_heads_d<const D: usize>(
     }
     let row = |j: usize| slots[j] as usize * stride + offset;
     // Consecutive positions rarely sit in neighbouring slots (page size 1, many sequences allocating
-    // in turn), so the hardware prefetcher cannot follow a sequence's rows: ask for them ahead.
-    let prefetch = |table: *const f32, j: usize, c: usize| {
+    // in turn), so the hardware prefetcher cannot follow a sequence's rows: ask for every line of them
+    // ahead, and for the V rows already during the K pass so the V pass finds them in cache.
+    let prefetch = |table: *const f32, j: usize| {
         if j < n {
-            _mm_prefetch::<_MM_HINT_T0>(table.wrapping_add(row(j) + c * 16) as *const i8);
+            let start = table.wrapping_add(row(j)) as *const i8;
+            for line in (0..width * 4).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line));
+            }
         }
     };
-
+    for j in 0..AHEAD.min(n) {
+        prefetch(k, j);
+    }
     // Scores: d positions at a time per (chunk, query head in group) fold into one vector.
     let mut vals = [_mm512_setzero_ps(); 16];
     for c in 0..chunks {
         let lanes = first_lanes(width - c * 16);
         for j0 in (0..n).step_by(d) {
             let here = (n - j0).min(d);
-            for p in 0..D {
-                prefetch(k, j0 + AHEAD + p, c);
+            if c == 0 {
+                for p in 0..D {
+                    prefetch(k, j0 + AHEAD + p);
+                    prefetch(v, j0 + p);
+                }
             }
             for g in 0..group {
                 let qv = _mm512_loadu_ps(qx.as_ptr().add((c * group + g) * 16));
@@ -224,7 +233,6 @@ unsafe fn attend_heads_d<const D: usize>(
                     }
                 }
                 for p in 0..(n - b).min(16) {
-                    prefetch(v, b + p + AHEAD, c);
                     let vr = _mm512_maskz_loadu_ps(lanes, v.add(row(b + p) + c * 16));
                     // Lanes of head kk take probability p of that head: index kk*16 + p.
                     let idx = _mm512_add_epi32(
