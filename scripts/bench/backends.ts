@@ -84,7 +84,11 @@ class SseReader {
  * POSTs the request and feeds its SSE payloads to `onData`. Plain http goes through the raw HTTP/1.1 client
  * (one op per socket read); anything else through fetch. Returns an error text for a non-2xx answer.
  */
-async function streamRequest(url: string, body: unknown, onData: (data: string) => void): Promise<string | null> {
+async function streamRequest(
+  url: string,
+  body: unknown,
+  onData: (data: string) => void,
+): Promise<string | null> {
   const reader = new SseReader(onData);
   const target = new URL(url);
   if (target.protocol === "http:") {
@@ -100,7 +104,9 @@ async function streamRequest(url: string, body: unknown, onData: (data: string) 
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
-  if (!response.ok || !response.body) return `HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`;
+  if (!response.ok || !response.body) {
+    return `HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`;
+  }
   for await (const chunk of response.body) reader.push(chunk);
   reader.end();
   return null;
@@ -245,7 +251,8 @@ export async function sendRequest(options: BackendOptions, request: BenchRequest
       const last = JSON.parse(lastData);
       if (Array.isArray(last.output_ids)) {
         if (last.output_ids.length !== reportedTokens) {
-          outcome.error = `last event: ${last.output_ids.length} output_ids but completion_tokens ${reportedTokens}`;
+          outcome.error =
+            `last event: ${last.output_ids.length} output_ids but completion_tokens ${reportedTokens}`;
           return outcome;
         }
         reportedTokens = last.output_ids.length;

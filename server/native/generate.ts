@@ -106,7 +106,12 @@ export async function handleGenerate(
     const outputs = finals.map((u, i) => nativeOutput(ctx, items[i], u, lp));
     return Response.json(many ? outputs : outputs[0]);
   }
-  if (!many) return sseResponse(mapGeneration(gens[0], (u) => nativeOutput(ctx, items[0], u, lp)));
+  if (!many) {
+    const payload: (u: GenerationUpdate) => unknown = lp.returnLogprob
+      ? (u: GenerationUpdate) => nativeOutput(ctx, items[0], u, lp)
+      : streamedOutputWriter(items[0]);
+    return sseResponse(mapGeneration(gens[0], payload));
+  }
   async function* payloads() {
     for await (const { index, update } of mergeGenerations(gens)) {
       const out = nativeOutput(ctx, items[index], update, lp) as Record<string, unknown>;
@@ -125,6 +130,27 @@ function parseRids(rid: unknown, count: number): string[] {
     return rid as string[];
   }
   throw badRequest(`rid must be a string or a list of ${count} strings`, "rid");
+}
+
+/**
+ * The JSON text of nativeOutput (no logprobs) for successive updates of one stream. Every event repeats the
+ * cumulative output_ids (SGLang's format); their text is extended by the new ids instead of serializing
+ * the whole list again, and the rest is written directly rather than built as objects first.
+ */
+function streamedOutputWriter(item: NativeItem): (u: GenerationUpdate) => string {
+  let idsText = "";
+  let idsWritten = 0;
+  const rid = JSON.stringify(item.rid);
+  return (u) => {
+    for (; idsWritten < u.outputIds.length; idsWritten++) {
+      idsText += idsWritten === 0 ? `${u.outputIds[idsWritten]}` : `,${u.outputIds[idsWritten]}`;
+    }
+    const finish = u.finish ? JSON.stringify(u.finish) : "null";
+    const e2e = u.finish ? JSON.stringify(u.e2eLatency) : "null";
+    return `{"text":${JSON.stringify(u.text)},"output_ids":[${idsText}],"meta_info":{"id":${rid},` +
+      `"finish_reason":${finish},"prompt_tokens":${u.promptTokens},"completion_tokens":${u.completionTokens},` +
+      `"cached_tokens":${u.cachedTokens},"e2e_latency":${e2e}}}`;
+  };
 }
 
 function nativeOutput(ctx: ServerContext, item: NativeItem, u: GenerationUpdate, lp: LogprobOptions) {
