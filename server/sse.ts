@@ -2,7 +2,9 @@ import { ApiError } from "./errors.ts";
 
 const encoder = new TextEncoder();
 
+/** One SSE event; a Uint8Array payload is an event already framed and encoded (`data: ...\n\n`). */
 export function sseData(payload: unknown): Uint8Array {
+  if (payload instanceof Uint8Array) return payload;
   return encoder.encode(`data: ${typeof payload === "string" ? payload : JSON.stringify(payload)}\n\n`);
 }
 

@@ -13,6 +13,7 @@ import {
 import { optionalBool, optionalInt, rejectUnsupportedOptions, requireObject } from "../openai/protocol.ts";
 import { parseSamplingParams, SamplingParams, siblingSampling } from "../sampling.ts";
 import { sseResponse } from "../sse.ts";
+import { GenerateStreamWriter } from "./stream_writer.ts";
 
 interface NativeItem {
   inputIds: number[];
@@ -107,9 +108,10 @@ export async function handleGenerate(
     return Response.json(many ? outputs : outputs[0]);
   }
   if (!many) {
+    const writer = new GenerateStreamWriter(items[0].rid);
     const payload: (u: GenerationUpdate) => unknown = lp.returnLogprob
       ? (u: GenerationUpdate) => nativeOutput(ctx, items[0], u, lp)
-      : streamedOutputWriter(items[0]);
+      : (u: GenerationUpdate) => writer.event(u);
     return sseResponse(mapGeneration(gens[0], payload));
   }
   async function* payloads() {
@@ -130,27 +132,6 @@ function parseRids(rid: unknown, count: number): string[] {
     return rid as string[];
   }
   throw badRequest(`rid must be a string or a list of ${count} strings`, "rid");
-}
-
-/**
- * The JSON text of nativeOutput (no logprobs) for successive updates of one stream. Every event repeats the
- * cumulative output_ids (SGLang's format); their text is extended by the new ids instead of serializing
- * the whole list again, and the rest is written directly rather than built as objects first.
- */
-function streamedOutputWriter(item: NativeItem): (u: GenerationUpdate) => string {
-  let idsText = "";
-  let idsWritten = 0;
-  const rid = JSON.stringify(item.rid);
-  return (u) => {
-    for (; idsWritten < u.outputIds.length; idsWritten++) {
-      idsText += idsWritten === 0 ? `${u.outputIds[idsWritten]}` : `,${u.outputIds[idsWritten]}`;
-    }
-    const finish = u.finish ? JSON.stringify(u.finish) : "null";
-    const e2e = u.finish ? JSON.stringify(u.e2eLatency) : "null";
-    return `{"text":${JSON.stringify(u.text)},"output_ids":[${idsText}],"meta_info":{"id":${rid},` +
-      `"finish_reason":${finish},"prompt_tokens":${u.promptTokens},"completion_tokens":${u.completionTokens},` +
-      `"cached_tokens":${u.cachedTokens},"e2e_latency":${e2e}}}`;
-  };
 }
 
 function nativeOutput(ctx: ServerContext, item: NativeItem, u: GenerationUpdate, lp: LogprobOptions) {
