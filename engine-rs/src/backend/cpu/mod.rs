@@ -74,8 +74,9 @@ impl SharedOut {
     }
 }
 
-/// Below this many multiply-adds a matmul runs its tasks on the calling thread: waking the pool and
-/// joining it costs more than the arithmetic (a tiny model's projections are ~0.3M at batch 64).
+/// Below this many multiply-adds (and with weights under TASK_WEIGHT_BYTES) a matmul runs its tasks on
+/// the calling thread: waking the pool and joining it costs more than the arithmetic (a tiny model's
+/// projections are ~0.3M at batch 64).
 const SERIAL_MACS: usize = 1 << 20;
 /// Below this many activations a row-wise norm runs on the calling thread (64 rows of 64 are ~1 µs).
 const SERIAL_NORM_ELEMS: usize = 1 << 16;
@@ -171,7 +172,9 @@ impl Kernels {
         };
         if tasks == 1 {
             run(0);
-        } else if n * m * k < SERIAL_MACS {
+        } else if n * m * k < SERIAL_MACS && m * k * es <= TASK_WEIGHT_BYTES {
+            // Only for weights that fit in cache: a larger matrix at batch 1 is bandwidth-bound and
+            // reads faster with every core streaming part of it.
             (0..tasks).for_each(run);
         } else {
             (0..tasks).into_par_iter().for_each(run);
