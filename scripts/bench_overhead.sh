@@ -8,7 +8,8 @@
 #
 # Settings (env): CONCURRENCY (64), NUM_PROMPTS (256), INPUT_LEN (32), OUTPUT_LEN (256), PORT (30177),
 # MODEL_NAME (stories260K), LLM_MODELS_DIR (../shared/models), SERVER_ARGS (extra server flags),
-# BACKEND (sglang | sglang-oai), SERVER_START_TIMEOUT (120).
+# BACKEND (sglang | sglang-oai), SERVER_START_TIMEOUT (120), BENCH_SERVING (the client script, to compare
+# clients against the same server; scripts/bench_serving.ts).
 # The client shares the machine's cores with the server, so both CPU figures are printed: the server's
 # share is what the serving stack costs per token.
 set -euo pipefail
@@ -24,6 +25,7 @@ BACKEND="${BACKEND:-sglang}"
 MODELS_DIR="${LLM_MODELS_DIR:-$REPO/../shared/models}"
 MODEL_DIR="$MODELS_DIR/${MODEL_NAME:-stories260K}"
 SERVER_START_TIMEOUT="${SERVER_START_TIMEOUT:-120}"
+BENCH_SERVING="${BENCH_SERVING:-$REPO/scripts/bench_serving.ts}"
 WORK="$(mktemp -d)"
 trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -52,7 +54,7 @@ done
 curl -sf "http://127.0.0.1:$PORT/health" >/dev/null || { cat "$WORK/server.log" >&2; log "server not healthy"; exit 1; }
 
 bench() {
-  "$DENO" run -A "$REPO/scripts/bench_serving.ts" --base-url "http://127.0.0.1:$PORT" --backend "$BACKEND" \
+  "$DENO" run -A "$BENCH_SERVING" --base-url "http://127.0.0.1:$PORT" --backend "$BACKEND" \
     --dataset-name random --random-input-len "$INPUT_LEN" --random-output-len "$OUTPUT_LEN" --random-range-ratio 1 \
     --num-prompts "$1" --max-concurrency "$CONCURRENCY" --output-file "$WORK/bench.jsonl" "${@:2}"
 }
@@ -64,6 +66,7 @@ server_before="$(cpu_ticks "$SERVER_PID")"
 engine_before="$(engine_ticks "$SERVER_PID")"
 start_ns="$(date +%s%N)"
 /usr/bin/time -f "%U %S" -o "$WORK/client.time" bash -c "$(declare -f bench); DENO='$DENO' REPO='$REPO' \
+  BENCH_SERVING='$BENCH_SERVING' \
   PORT='$PORT' BACKEND='$BACKEND' INPUT_LEN='$INPUT_LEN' OUTPUT_LEN='$OUTPUT_LEN' CONCURRENCY='$CONCURRENCY' \
   WORK='$WORK' bench '$NUM_PROMPTS'" | tee "$WORK/bench.out"
 end_ns="$(date +%s%N)"

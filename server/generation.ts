@@ -306,6 +306,32 @@ export function newRequestId(): string {
   return crypto.randomUUID().replaceAll("-", "");
 }
 
+/**
+ * One generation's updates mapped to payloads with no async generator in between: a stream pays every
+ * layer's promises on every token. return() (the client went away) ends the generation, as does a
+ * mapping that throws.
+ */
+export function mapGeneration<T>(gen: Generation, map: (update: GenerationUpdate) => T): AsyncIterator<T> {
+  const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+  return {
+    next: () =>
+      gen.next().then((r): IteratorResult<T> => {
+        if (r.done) return done;
+        try {
+          return { done: false, value: map(r.value) };
+        } catch (e) {
+          gen.cancel();
+          throw e;
+        }
+      }),
+    return: async () => {
+      gen.cancel();
+      await gen.return(undefined);
+      return done;
+    },
+  };
+}
+
 /** Interleaves several generations (n siblings, list prompts) as their updates arrive. */
 export async function* mergeGenerations(
   gens: Generation[],

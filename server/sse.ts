@@ -2,16 +2,18 @@ import { ApiError } from "./errors.ts";
 
 const encoder = new TextEncoder();
 
+/** One SSE event; a Uint8Array payload is an event already framed and encoded (`data: ...\n\n`). */
 export function sseData(payload: unknown): Uint8Array {
+  if (payload instanceof Uint8Array) return payload;
   return encoder.encode(`data: ${typeof payload === "string" ? payload : JSON.stringify(payload)}\n\n`);
 }
 
 /**
- * A text/event-stream response from an async generator of payloads, ending with `data: [DONE]`.
+ * A text/event-stream response from an async iterator (or generator) of payloads, ending with `data: [DONE]`.
  * An error after the headers went out becomes `data: {"error": ...}`; a client that goes away
  * cancels the stream, which returns the generator so its cleanup aborts the engine request.
  */
-export function sseResponse(payloads: AsyncGenerator<unknown>, headers: HeadersInit = {}): Response {
+export function sseResponse(payloads: AsyncIterator<unknown>, headers: HeadersInit = {}): Response {
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
@@ -31,7 +33,7 @@ export function sseResponse(payloads: AsyncGenerator<unknown>, headers: HeadersI
       }
     },
     async cancel() {
-      await payloads.return(undefined);
+      await payloads.return?.(undefined);
     },
   });
   return new Response(body, {

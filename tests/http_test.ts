@@ -51,6 +51,22 @@ Deno.test("/generate: plain and streamed (cumulative text, finish_reason null un
     }
     assertEquals(printed, ANSWER);
     assertEquals(objs.at(-1).meta_info.cached_tokens > 0, true);
+    // The stream's last event is the plain answer's object: same fields in the same order, same values
+    // (apart from the request's own id, latency and cache hits).
+    const last = objs.at(-1);
+    assertEquals(Object.keys(last), Object.keys(r));
+    assertEquals(Object.keys(last.meta_info), Object.keys(r.meta_info));
+    assertEquals([last.text, last.output_ids], [r.text, r.output_ids]);
+    for (const k of ["finish_reason", "prompt_tokens", "completion_tokens"]) {
+      assertEquals(last.meta_info[k], r.meta_info[k]);
+    }
+    assertEquals(typeof last.meta_info.e2e_latency, "number");
+    assertEquals(last.meta_info.id.length, 32);
+    for (const e of objs.slice(0, -1)) {
+      assertEquals(e.meta_info.e2e_latency, null);
+      assertEquals(e.output_ids, r.output_ids.slice(0, e.output_ids.length));
+      assertEquals(e.meta_info.completion_tokens, e.output_ids.length);
+    }
 
     const len = await (await postJson(`${url}/generate`, {
       input_ids: [1, 2, 3],

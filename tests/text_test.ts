@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { ChatTemplate } from "../server/text/chat_template.ts";
 import { Detokenizer } from "../server/text/detokenizer.ts";
+import { TextTokenizer } from "../server/text/tokenizer.ts";
 import { loadTokenizer, STORIES, TINY } from "./helpers.ts";
 
 async function golden(dir: string) {
@@ -35,6 +36,21 @@ Deno.test("stories260K: prompts tokenize as golden, no chat template, chat reque
   } catch (e: any) {
     assertEquals(e.status, 400);
     assert(e.message.includes("chat template"));
+  }
+});
+
+Deno.test("tokenizer: remembered one- and two-token decodes keep ids, order and skip_special_tokens apart", async () => {
+  const tok = await TextTokenizer.load(TINY);
+  const bos = 128000;
+  const [a, b] = tok.encode(" Paris is", false);
+  for (let round = 0; round < 2; round++) {
+    assertEquals(tok.decode([bos], false), "<|begin_of_text|>");
+    assertEquals(tok.decode([bos], true), "");
+    assertEquals(tok.decode([bos, a], false), "<|begin_of_text|> Paris");
+    assertEquals(tok.decode([bos, a], true), " Paris");
+    assertEquals(tok.decode([a, b]), " Paris is");
+    assertEquals(tok.decode([b, a]), " is Paris");
+    assertEquals(tok.decode([a]), " Paris");
   }
 });
 

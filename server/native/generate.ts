@@ -5,6 +5,7 @@ import {
   generate,
   Generation,
   GenerationUpdate,
+  mapGeneration,
   mergeGenerations,
   newRequestId,
   warmPrefixCache,
@@ -12,6 +13,7 @@ import {
 import { optionalBool, optionalInt, rejectUnsupportedOptions, requireObject } from "../openai/protocol.ts";
 import { parseSamplingParams, SamplingParams, siblingSampling } from "../sampling.ts";
 import { sseResponse } from "../sse.ts";
+import { GenerateStreamWriter } from "./stream_writer.ts";
 
 interface NativeItem {
   inputIds: number[];
@@ -104,6 +106,13 @@ export async function handleGenerate(
     if (finals.some((u) => !u)) throw badRequest("The request was cancelled.");
     const outputs = finals.map((u, i) => nativeOutput(ctx, items[i], u, lp));
     return Response.json(many ? outputs : outputs[0]);
+  }
+  if (!many) {
+    const writer = new GenerateStreamWriter(items[0].rid);
+    const payload: (u: GenerationUpdate) => unknown = lp.returnLogprob
+      ? (u: GenerationUpdate) => nativeOutput(ctx, items[0], u, lp)
+      : (u: GenerationUpdate) => writer.event(u);
+    return sseResponse(mapGeneration(gens[0], payload));
   }
   async function* payloads() {
     for await (const { index, update } of mergeGenerations(gens)) {

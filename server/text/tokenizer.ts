@@ -80,10 +80,35 @@ export class TextTokenizer {
 
   decode(ids: number[], skipSpecialTokens = true): string {
     if (ids.length === 0) return "";
-    return this.inner.decode(ids, {
+    const key = ids.length <= 2 ? this.shortKey(ids, skipSpecialTokens) : -1;
+    if (key >= 0) {
+      const hit = this.shortDecodes.get(key);
+      if (hit !== undefined) return hit;
+    }
+    const text = this.inner.decode(ids, {
       skip_special_tokens: skipSpecialTokens,
       clean_up_tokenization_spaces: false,
     });
+    if (key >= 0) {
+      if (this.shortDecodes.size >= SHORT_DECODES_MAX) this.shortDecodes.clear();
+      this.shortDecodes.set(key, text);
+    }
+    return text;
+  }
+
+  /**
+   * Decodes of one or two tokens, remembered: the streaming detokenizer decodes such windows twice per
+   * token of every stream, and the tokenizer's decoder chain costs microseconds each time. Bounded.
+   */
+  private readonly shortDecodes = new Map<number, string>();
+
+  /** A number naming (ids, skip) for windows of one or two in-vocabulary ids, else -1. */
+  private shortKey(ids: number[], skip: boolean): number {
+    const v = this.vocabSize;
+    const a = ids[0];
+    const b = ids.length === 2 ? ids[1] : -1;
+    if (!Number.isInteger(a) || a < 0 || a >= v || !Number.isInteger(b) || b < -1 || b >= v) return -1;
+    return ((b + 1) * v + a) * 2 + (skip ? 1 : 0);
   }
 
   idToToken(id: number): string | undefined {
@@ -99,6 +124,8 @@ export class TextTokenizer {
     return this.inner.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
 }
+
+const SHORT_DECODES_MAX = 1 << 16;
 
 function tokenString(value: unknown): string | null {
   if (typeof value === "string") return value;

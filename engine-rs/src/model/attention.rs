@@ -23,69 +23,56 @@ pub struct SeqSpan<'a> {
 struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
-impl SharedOut {
-    fn at(self, i: usize) -> *mut f32 {
-        unsafe { self.0.add(i) }
-    }
-}
+
+/// Below this many multiply-adds (scores plus V sum, whole batch) attention runs on the calling
+/// thread: a tiny model's step (stories260K: ~0.6M per layer at 64 streams) costs less than waking
+/// the pool and joining it, and the other cores are busy serving HTTP anyway.
+const SERIAL_WORK: usize = 1 << 21;
 
 /// out[row, head] = softmax(q·Kᵀ / sqrt(d)) · V over positions 0..=pos of the row's sequence.
 /// The new tokens' K/V must already be in `k_cache`/`v_cache` at their slots.
-/// One task per (query row, KV head): the task's query heads (the GQA group) share every K/V row
-/// it reads, and a single decode token still spreads over num_kv_heads tasks.
+/// Work item = (query row, run of KV heads): the GQA group's query heads share every K/V row it
+/// reads. The run is one head (a single decode token still spreads over the heads' tasks) unless the
+/// kernel reads whole rows for small heads, then all of them. Items run in a few coarse chunks (one
+/// scratch buffer each), or all on this thread when small.
 pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
     let Heads { num_heads, num_kv_heads, head_dim } = heads;
     let q_dim = num_heads * head_dim;
     let kv_dim = num_kv_heads * head_dim;
     let group = num_heads / num_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+    let mut items: Vec<(usize, usize, usize)> = Vec::new();
+    let mut work = 0usize;
+    let run_len = kernels.attention_heads_per_call(head_dim, num_kv_heads);
     for (si, span) in spans.iter().enumerate() {
         for i in 0..span.len {
-            for kvh in 0..num_kv_heads {
-                tasks.push((si, i, kvh));
+            work += (span.start_pos + i + 1) * 2 * num_heads * head_dim;
+            for kvh in (0..num_kv_heads).step_by(run_len) {
+                items.push((si, i, kvh));
             }
         }
     }
     let out_ptr = SharedOut(out.as_mut_ptr());
-    let run = |&(si, i, kvh): &(usize, usize, usize)| {
+    let run = |&(si, i, kvh): &(usize, usize, usize), scratch: &mut Vec<f32>| {
         let span = &spans[si];
         let row = span.first_row + i;
         let visible = span.start_pos + i + 1;
-        let kv_off = kvh * head_dim;
-        let first_head = kvh * group;
+        let at = row * q_dim + kvh * group * head_dim;
+        let len = run_len * group * head_dim;
+        // Safety: each item writes only its own heads of its own row.
+        let dst = unsafe { std::slice::from_raw_parts_mut({ out_ptr }.0.add(at), len) };
         let slots = &span.slots[..visible];
-        // scores[g * visible + j]: query head first_head + g against position j.
-        let mut scores = vec![0.0f32; group * visible];
-        for (g, s) in scores.chunks_exact_mut(visible).enumerate() {
-            let qh = &q[row * q_dim + (first_head + g) * head_dim..][..head_dim];
-            kernels.dot_rows(qh, k_cache, slots, kv_dim, kv_off, scale, s);
-        }
-        let mut inv_sums = vec![0.0f32; group];
-        for (g, s) in scores.chunks_exact_mut(visible).enumerate() {
-            let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0f32;
-            for v in s.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            inv_sums[g] = 1.0 / sum;
-        }
-        let mut acc = vec![0.0f32; group * head_dim];
-        for (g, a) in acc.chunks_exact_mut(head_dim).enumerate() {
-            kernels.sum_rows(&scores[g * visible..(g + 1) * visible], v_cache, slots, kv_dim, kv_off, a);
-        }
-        for (g, a) in acc.chunks_exact(head_dim).enumerate() {
-            let dst = out_ptr.at(row * q_dim + (first_head + g) * head_dim);
-            for (d, &v) in a.iter().enumerate() {
-                // Safety: each (row, head) slice is written by exactly one task.
-                unsafe { *dst.add(d) = v * inv_sums[g] };
-            }
-        }
+        kernels.attend_heads(&q[at..at + len], run_len, group, k_cache, v_cache, slots, kv_dim, kvh * head_dim, scale, dst, scratch);
     };
-    if tasks.len() > 1 {
-        tasks.par_iter().for_each(run);
+    let threads = rayon::current_num_threads().max(1);
+    if work < SERIAL_WORK || threads == 1 || items.len() == 1 {
+        let mut scratch = Vec::new();
+        items.iter().for_each(|it| run(it, &mut scratch));
     } else {
-        tasks.iter().for_each(run);
+        let chunk = items.len().div_ceil(threads * 4).max(1);
+        items.par_chunks(chunk).for_each(|c| {
+            let mut scratch = Vec::new();
+            c.iter().for_each(|it| run(it, &mut scratch));
+        });
     }
 }

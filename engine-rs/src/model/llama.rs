@@ -234,6 +234,11 @@ impl Llama {
         if tp {
             comm.all_reduce_sum(&mut x);
         }
+        let rope_width = self.rope.cos_sin_len();
+        let mut rope_cs = vec![0.0f32; n * rope_width];
+        for (row, &pos) in positions.iter().enumerate() {
+            self.rope.cos_sin(pos, &mut rope_cs[row * rope_width..(row + 1) * rope_width]);
+        }
         let mut h = vec![0.0f32; n * hidden];
         let mut q = vec![0.0f32; n * q_dim];
         let mut kn = vec![0.0f32; n * kv_dim];
@@ -254,9 +259,9 @@ impl Llama {
             layer.q_proj.matmul(k, &h, n, &mut q);
             layer.k_proj.matmul(k, &h, n, &mut kn);
             layer.v_proj.matmul(k, &h, n, &mut vn);
-            for (row, &pos) in positions.iter().enumerate() {
-                self.rope.apply(&mut q[row * q_dim..(row + 1) * q_dim], hd, pos);
-                self.rope.apply(&mut kn[row * kv_dim..(row + 1) * kv_dim], hd, pos);
+            for (row, cs) in rope_cs.chunks_exact(rope_width).enumerate() {
+                Rope::rotate(&mut q[row * q_dim..(row + 1) * q_dim], hd, cs);
+                Rope::rotate(&mut kn[row * kv_dim..(row + 1) * kv_dim], hd, cs);
             }
             {
                 let (kc, vc) = kv.layer_mut(li);

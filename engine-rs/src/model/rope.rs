@@ -29,12 +29,32 @@ impl Rope {
 
     /// Rotates every head (`head_dim` floats each) of one token's vector `x` to position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
-        let half = head_dim / 2;
+        let mut cos_sin = vec![0.0; 2 * self.inv_freq.len()];
+        self.cos_sin(pos, &mut cos_sin);
+        Rope::rotate(x, head_dim, &cos_sin);
+    }
+
+    /// Floats `cos_sin` writes: a cos and a sin per rotated pair.
+    pub fn cos_sin_len(&self) -> usize {
+        2 * self.inv_freq.len()
+    }
+
+    /// cos (first half) and sin (second half) of every pair's angle at `pos`: computed once per token
+    /// and reused by every layer's q and k.
+    pub fn cos_sin(&self, pos: usize, out: &mut [f32]) {
+        let half = self.inv_freq.len();
         // HF forms the angle as a float32 product, then takes cos/sin of it.
-        let (cos, sin): (Vec<f32>, Vec<f32>) = self.inv_freq.iter().map(|&f| {
+        for (i, &f) in self.inv_freq.iter().enumerate() {
             let angle = pos as f64 * f as f64;
-            (angle.cos() as f32, angle.sin() as f32)
-        }).unzip();
+            out[i] = angle.cos() as f32;
+            out[half + i] = angle.sin() as f32;
+        }
+    }
+
+    /// Rotates every head of `x` by the angles `cos_sin` (from `cos_sin`) holds.
+    pub fn rotate(x: &mut [f32], head_dim: usize, cos_sin: &[f32]) {
+        let half = head_dim / 2;
+        let (cos, sin) = cos_sin.split_at(cos_sin.len() / 2);
         for head in x.chunks_exact_mut(head_dim) {
             let (a, b) = head.split_at_mut(half);
             for i in 0..half {

@@ -12,6 +12,10 @@ pub mod avx2;
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_bf16;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_attn;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_attn_rows;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +73,13 @@ impl SharedOut {
         unsafe { self.0.add(i) }
     }
 }
+
+/// Below this many multiply-adds (and with weights under TASK_WEIGHT_BYTES) a matmul runs its tasks on
+/// the calling thread: waking the pool and joining it costs more than the arithmetic (a tiny model's
+/// projections are ~0.3M at batch 64).
+const SERIAL_MACS: usize = 1 << 20;
+/// Below this many activations a row-wise norm runs on the calling thread (64 rows of 64 are ~1 µs).
+const SERIAL_NORM_ELEMS: usize = 1 << 16;
 
 /// Weight bytes one task keeps hot while it sweeps the tokens (fits in L2 with room for activations).
 const TASK_WEIGHT_BYTES: usize = 256 * 1024;
@@ -161,6 +172,10 @@ impl Kernels {
         };
         if tasks == 1 {
             run(0);
+        } else if n * m * k < SERIAL_MACS && m * k * es <= TASK_WEIGHT_BYTES {
+            // Only for weights that fit in cache: a larger matrix at batch 1 is bandwidth-bound and
+            // reads faster with every core streaming part of it.
+            (0..tasks).for_each(run);
         } else {
             (0..tasks).into_par_iter().for_each(run);
         }
@@ -233,6 +248,77 @@ impl Kernels {
         }
     }
 
+    /// How many consecutive KV heads one attention call should take: all of them where the kernel
+    /// reads whole K/V rows (head_dim 8 or 16 on AVX-512), else one (the caller spreads heads over threads).
+    pub fn attention_heads_per_call(&self, head_dim: usize, num_kv_heads: usize) -> usize {
+        if self.isa == Isa::Avx512 && (head_dim == 8 || head_dim == 16) { num_kv_heads } else { 1 }
+    }
+
+    /// `attend_group` for `kv_heads` consecutive KV heads: q and out hold kv_heads * group heads
+    /// (query head h = kvh * group + g), KV head kvh starts at `offset + kvh * d` of each row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_heads(&self, q: &[f32], kv_heads: usize, group: usize, k: &[f32], v: &[f32], slots: &[u32], stride: usize, offset: usize, scale: f32, out: &mut [f32], scratch: &mut Vec<f32>) {
+        let hg = kv_heads * group;
+        let d = q.len() / hg.max(1);
+        assert!(hg > 0 && d > 0 && q.len() == hg * d && out.len() >= hg * d);
+        #[cfg(target_arch = "x86_64")]
+        if kv_heads > 1 && self.attention_heads_per_call(d, kv_heads) == kv_heads {
+            assert!(
+                slots.iter().all(|&s| s as usize * stride + offset + kv_heads * d <= k.len().min(v.len())),
+                "attend_heads: slot outside the table"
+            );
+            // Safety: AVX-512 is present, d is 8 or 16, every row was bounds-checked above.
+            unsafe {
+                avx512_attn_rows::attend_heads(q, kv_heads, group, d, k.as_ptr(), v.as_ptr(), slots, stride, offset, scale, out, scratch)
+            };
+            return;
+        }
+        for kvh in 0..kv_heads {
+            let at = kvh * group * d;
+            let o = &mut out[at..at + group * d];
+            self.attend_group(&q[at..at + group * d], group, k, v, slots, stride, offset + kvh * d, scale, o, scratch);
+        }
+    }
+
+    /// Attention of one query row for the `group` query heads that share one KV head:
+    /// out[g*d..][..d] = softmax(q_g · K_jᵀ · scale) · V_j over the rows j that `slots` names, where
+    /// q_g = q[g*d..][..d] and K/V row j = table[slots[j] * stride + offset..][..d].
+    /// `scratch` is reused across calls so a task allocates once, not once per row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_group(&self, q: &[f32], group: usize, k: &[f32], v: &[f32], slots: &[u32], stride: usize, offset: usize, scale: f32, out: &mut [f32], scratch: &mut Vec<f32>) {
+        let d = q.len() / group;
+        assert!(group > 0 && d > 0 && q.len() == group * d && out.len() >= group * d);
+        assert!(
+            slots.iter().all(|&s| s as usize * stride + offset + d <= k.len().min(v.len())),
+            "attend_group: slot outside the table"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512 && d <= avx512_attn::MAX_HEAD_DIM && k.len().max(v.len()) <= i32::MAX as usize {
+            // Safety: AVX-512 is present, d is in range, every row was bounds-checked above and every
+            // element index fits the gathers' i32 offsets.
+            unsafe { avx512_attn::attend_group(q, group, d, k.as_ptr(), v.as_ptr(), slots, stride, offset, scale, out, scratch) };
+            return;
+        }
+        let n = slots.len();
+        scratch.clear();
+        scratch.resize(n, 0.0);
+        for g in 0..group {
+            let s = &mut scratch[..n];
+            self.dot_rows(&q[g * d..(g + 1) * d], k, slots, stride, offset, scale, s);
+            let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0.0f32;
+            for x in s.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let o = &mut out[g * d..(g + 1) * d];
+            o.fill(0.0);
+            self.sum_rows(s, v, slots, stride, offset, o);
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+
     /// y += alpha * x (attention's weighted sum of V rows).
     pub fn axpy(&self, alpha: f32, x: &[f32], y: &mut [f32]) {
         assert_eq!(x.len(), y.len());
@@ -255,7 +341,7 @@ impl Kernels {
                 *o = wv * (xv * inv);
             }
         };
-        if rows > 8 {
+        if rows > 8 && x.len() >= SERIAL_NORM_ELEMS {
             x.par_chunks(d).zip(out.par_chunks_mut(d)).for_each(apply);
         } else {
             x.chunks(d).zip(out.chunks_mut(d)).for_each(apply);
@@ -274,7 +360,7 @@ impl Kernels {
                 *o = wv * (xv * inv);
             }
         };
-        if x.len() / d > 8 {
+        if x.len() / d > 8 && x.len() >= SERIAL_NORM_ELEMS {
             x.par_chunks_mut(d).zip(delta.par_chunks(d)).zip(out.par_chunks_mut(d)).for_each(apply);
         } else {
             x.chunks_mut(d).zip(delta.chunks(d)).zip(out.chunks_mut(d)).for_each(apply);

@@ -197,3 +197,98 @@ fn slot_row_kernels_agree_across_paths() {
         }
     }
 }
+
+#[test]
+fn attend_group_agrees_across_paths() {
+    // head_dim 1..16 take the AVX-512 gather kernel (16 positions per vector), 24 the per-row one;
+    // 1, 16, 17 and 40 positions cover a single lane, a full block and ragged tails.
+    for d in [1, 4, 8, 16, 24] {
+        for group in [1, 2, 3] {
+            for n in [1, 16, 17, 40] {
+                let stride = 4 * d;
+                let k = pseudo_random(50 * stride, (d * 7 + group) as u64);
+                let v = pseudo_random(50 * stride, (d * 11 + n) as u64);
+                let slots: Vec<u32> = (0..n as u32).map(|j| (j * 13 + 5) % 50).collect();
+                // Large queries make the softmax peaked, so a wrong max or a lost lane shows.
+                let q: Vec<f32> = pseudo_random(group * d, 99).iter().map(|x| x * 6.0).collect();
+                let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+                let mut want = vec![0.0; group * d];
+                scalar.attend_group(&q, group, &k, &v, &slots, stride, d, 0.35, &mut want, &mut Vec::new());
+                // Reference from first principles for the scalar path itself.
+                for g in 0..group {
+                    let s: Vec<f64> = slots
+                        .iter()
+                        .map(|&j| (0..d).map(|t| (q[g * d + t] * k[j as usize * stride + d + t]) as f64).sum::<f64>() * 0.35)
+                        .collect();
+                    let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for t in 0..d {
+                        let o: f64 = slots.iter().zip(&e).map(|(&j, p)| p * v[j as usize * stride + d + t] as f64).sum::<f64>() / total;
+                        assert!((want[g * d + t] as f64 - o).abs() < 1e-4, "scalar d={d} g={g}: {} vs {o}", want[g * d + t]);
+                    }
+                }
+                for isa in Isa::available() {
+                    let mut got = vec![f32::NAN; group * d];
+                    let mut scratch = vec![7.0; 3];
+                    Kernels::with_isa(isa).unwrap().attend_group(&q, group, &k, &v, &slots, stride, d, 0.35, &mut got, &mut scratch);
+                    for (x, y) in got.iter().zip(&want) {
+                        assert!((x - y).abs() < 1e-5, "{isa:?} d={d} group={group} n={n}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vector_exp_is_within_two_ulp() {
+    if !Isa::available().contains(&Isa::Avx512) {
+        return;
+    }
+    use std::arch::x86_64::*;
+    let xs: Vec<f32> = (0..=2000).map(|i| -(i as f32) * 0.0437).chain([-87.0, -88.5, -100.0, -200.0, 0.0]).collect();
+    for x in xs {
+        // Safety: AVX-512 is present (checked above).
+        let got = unsafe {
+            let mut o = [0.0f32; 16];
+            _mm512_storeu_ps(o.as_mut_ptr(), super::avx512_attn::exp_ps(_mm512_set1_ps(x)));
+            o[0]
+        };
+        let want = (x as f64).exp();
+        let tol = if want < f32::MIN_POSITIVE as f64 { 1.5e-45 } else { want * 2.5e-7 };
+        assert!((got as f64 - want).abs() <= tol, "exp({x}) = {got}, want {want}");
+    }
+}
+
+#[test]
+fn attend_heads_agrees_with_one_head_at_a_time() {
+    // head_dim 8 and 16 take the whole-row AVX-512 kernel; odd KV head counts leave a half chunk,
+    // groups of 1..5 cover the 4-head accumulator split; 1..40 positions cover ragged folds and blocks.
+    for d in [8, 16, 4] {
+        for kv_heads in [2, 3, 4] {
+            for group in [1, 2, 5] {
+                for n in [1, 7, 8, 9, 16, 33, 40] {
+                    let stride = kv_heads * d + 3;
+                    let k = pseudo_random(60 * stride, (d + kv_heads * 7 + group) as u64);
+                    let v = pseudo_random(60 * stride, (d * 11 + n) as u64);
+                    let slots: Vec<u32> = (0..n as u32).map(|j| (j * 17 + 3) % 60).collect();
+                    let hg = kv_heads * group;
+                    let q: Vec<f32> = pseudo_random(hg * d, 42).iter().map(|x| x * 5.0).collect();
+                    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+                    let mut want = vec![0.0; hg * d];
+                    scalar.attend_heads(&q, kv_heads, group, &k, &v, &slots, stride, 2, 0.3, &mut want, &mut Vec::new());
+                    for isa in Isa::available() {
+                        let kern = Kernels::with_isa(isa).unwrap();
+                        let mut got = vec![f32::NAN; hg * d];
+                        kern.attend_heads(&q, kv_heads, group, &k, &v, &slots, stride, 2, 0.3, &mut got, &mut vec![1.0; 5]);
+                        for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                            assert!((x - y).abs() < 1e-5, "{isa:?} d={d} kvh={kv_heads} g={group} n={n} [{i}]: {x} vs {y}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
