@@ -52,11 +52,14 @@ pub fn quantize_q8(x: &[f32]) -> Vec<Q8Block> {
         .map(|c| {
             let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            // As ggml's x86 quantizer: the multiplier is 127/amax (not 1/d) and rounding is to nearest-even
+            // (`_mm256_round_ps(_MM_ROUND_NEAREST)`). Either differs from the obvious form by one ulp or a
+            // tie now and then, and this model's logits move by ~0.1 when a few activations round the other way.
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let mut qs = [0i8; QK];
             let mut sum = 0i32;
             for (q, &v) in qs.iter_mut().zip(c) {
-                *q = (v * id).round() as i8;
+                *q = (v * id).round_ties_even() as i8;
                 sum += *q as i32;
             }
             Q8Block { qs, d: round_f16(d), s: round_f16(d * sum as f32), isum: sum }
@@ -81,7 +84,8 @@ pub fn quantize_q8k(x: &[f32]) -> Vec<Q8KBlock> {
             }
             let iscale = -127.0 / max;
             for (q, &v) in b.qs.iter_mut().zip(c) {
-                *q = ((iscale * v).round() as i32).min(127) as i8;
+                // ggml's nearest_int (float magic-number trick) rounds ties to even.
+                *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
             }
             for (g, s) in b.bsums.iter_mut().enumerate() {
                 *s = b.qs[g * 16..g * 16 + 16].iter().map(|&q| q as i16).sum();
