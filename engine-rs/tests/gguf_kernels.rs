@@ -3,7 +3,7 @@
 //! and the RoPE row reordering round-trips.
 
 use half::f16;
-use llm_engine::gguf::dot::{vec_dot, Activations, Isa};
+use llm_engine::gguf::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
 use llm_engine::gguf::quants::dequantize_row;
 use llm_engine::gguf::rope_permute::{permute_rows, unpermute_rows};
 use llm_engine::gguf::{GgmlType, QMatrix};
@@ -97,6 +97,31 @@ fn simd_paths_equal_scalar_reference() {
                         (got - reference).abs() <= 1e-5 * scale,
                         "{t} {isa:?} cols {cols}: {got} vs scalar {reference} (scale {scale})"
                     );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn token_tiles_equal_single_token_dots_bit_for_bit() {
+    // Prefill dots several tokens per weight block; decode dots one. Any difference in the float
+    // operations would make a prompt's logits depend on its batch, so equality is exact.
+    let mut rng = Rng(5);
+    for t in GgmlType::ALL {
+        let block = t.block_len();
+        for &blocks in &[1usize, 3, 18, 48] {
+            let cols = block * blocks;
+            let row = random_row(t, cols, &mut rng);
+            let acts: Vec<Activations> = (0..TILE).map(|_| Activations::quantize(t, &random_x(cols, &mut rng))).collect();
+            for &isa in &Isa::available() {
+                for n in 1..=TILE {
+                    let refs: Vec<&Activations> = acts[..n].iter().collect();
+                    let mut out = vec![0f32; n];
+                    vec_dot_tile(isa, t, &row, &refs, &mut out);
+                    for k in 0..n {
+                        assert_eq!(out[k].to_bits(), vec_dot(isa, t, &row, &acts[k]).to_bits(), "{t} {isa:?} {blocks} blocks, token {k} of {n}");
+                    }
                 }
             }
         }
