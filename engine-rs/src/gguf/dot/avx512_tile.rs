@@ -30,7 +30,8 @@ pub unsafe fn dot_tile(t: GgmlType, row: &[u8], acts: &[&[Q8Block]], out: &mut [
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
 unsafe fn run<const T: usize>(t: GgmlType, row: &[u8], acts: &[&[Q8Block]], out: &mut [f32]) {
-    let a: [&[Q8Block]; T] = std::array::from_fn(|i| acts[i]);
+    let mut a: [&[Q8Block]; T] = [&[]; T];
+    a.copy_from_slice(&acts[..T]);
     let r: [f32; T] = match t {
         GgmlType::Q4_0 => tile_q4::<T>(row, a, false),
         GgmlType::Q4_1 => tile_q4::<T>(row, a, true),
@@ -107,7 +108,12 @@ unsafe fn tile_q4<const T: usize>(row: &[u8], a: [&[Q8Block]; T], with_min: bool
             i += 1;
         }
     }
-    std::array::from_fn(|k| _mm512_reduce_add_ps(acc[k]) + hsum(acc256[k]) + offset_terms[k])
+    // A plain loop: `array::from_fn`'s closure is not inlined into this target_feature function.
+    let mut r = [0f32; T];
+    for k in 0..T {
+        r[k] = _mm512_reduce_add_ps(acc[k]) + hsum(acc256[k]) + offset_terms[k];
+    }
+    r
 }
 
 #[inline]
@@ -150,5 +156,9 @@ unsafe fn tile_q8_0<const T: usize>(row: &[u8], a: [&[Q8Block]; T]) -> [f32; T] 
             i += 1;
         }
     }
-    std::array::from_fn(|k| _mm512_reduce_add_ps(acc[k]) + hsum(acc256[k]))
+    let mut r = [0f32; T];
+    for k in 0..T {
+        r[k] = _mm512_reduce_add_ps(acc[k]) + hsum(acc256[k]);
+    }
+    r
 }
