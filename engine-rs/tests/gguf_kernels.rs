@@ -4,7 +4,7 @@
 
 use half::f16;
 use llm_engine::gguf::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
-use llm_engine::gguf::quants::dequantize_row;
+use llm_engine::gguf::quants::{dequantize_row, quantize_q8};
 use llm_engine::gguf::rope_permute::{permute_rows, unpermute_rows};
 use llm_engine::gguf::{GgmlType, QMatrix};
 
@@ -101,6 +101,18 @@ fn simd_paths_equal_scalar_reference() {
             }
         }
     }
+}
+
+#[test]
+fn q8_activations_round_like_ggml_x86() {
+    // amax 127 makes the multiplier exactly 1, so every x.5 is a tie: ggml's x86 quantizer rounds ties to
+    // even (0.5 → 0, 2.5 → 2, -1.5 → -2), where round-half-away would give 1, 3, -2.
+    let mut x = vec![0f32; 32];
+    x[0] = 127.0;
+    x[1..6].copy_from_slice(&[0.5, 1.5, 2.5, -0.5, -1.5]);
+    let b = &quantize_q8(&x)[0];
+    assert_eq!(&b.qs[..6], &[127, 0, 2, 2, 0, -2]);
+    assert_eq!(b.isum, 127 + 2 + 2 - 2);
 }
 
 #[test]
