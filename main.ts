@@ -133,6 +133,8 @@ export async function main(argv: string[], openEngine: EngineOpener = openLibrar
     stopping: false,
     live: new Map(),
   };
+  let markReady = () => {};
+  ctx.whenReady = new Promise<void>((done) => markReady = done);
   handler = makeHandler(ctx);
   stop.shutdown = new Shutdown(ctx, server, args.shutdown_timeout * 1000);
 
@@ -151,11 +153,13 @@ export async function main(argv: string[], openEngine: EngineOpener = openLibrar
     if (ok) log(`Warm-up generation done in ${seconds(tWarm)} s.`);
   }
   if (stop.signal !== null || stop.done !== null) {
+    markReady(); // waiting requests see `ready` false and get their 503 now, not at the wait's end
     await (stop.done ?? stop.shutdown.run(stop.signal!));
     removeListeners();
     return 0;
   }
   ctx.ready = true;
+  markReady();
   log(`Start-up took ${seconds(t0)} s.`);
   log("The server is fired up and ready to roll!");
   await server.finished;

@@ -55,7 +55,9 @@ def decode(b):
     return statistics.median(rates)
 ours = {"prefill": prefill, "b1": decode(1), f"b{batch}": decode(batch)}
 theirs = {"prefill": lc.get("prefill_tok_s"), "b1": (lc.get("decode_tok_s") or {}).get("1"), f"b{batch}": (lc.get("decode_tok_s") or {}).get(str(batch))}
-print(f"\n{sys.argv[8].split('/')[-1]}, {threads} threads")
+import os
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"\n{sys.argv[8].split('/')[-1]}, {threads} threads, {cpu}, load average {os.getloadavg()[0]:.1f}, median of {reps}")
 print(f"| | llama.cpp tok/s | ours tok/s | ours/llama.cpp |\n|---|---|---|---|")
 for k, name in [("prefill", f"prefill {plen}"), ("b1", "decode batch 1"), (f"b{batch}", f"decode batch {batch}")]:
     a, b = theirs[k], ours[k]

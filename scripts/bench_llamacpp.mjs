@@ -82,7 +82,8 @@ async function loadNodeLlamaCpp(dir) {
   return await import(pathToFileURL(entry).href);
 }
 
-/** Deterministic token ids below `limit` (xorshift32), so runs are repeatable. */
+/** Deterministic token ids in [FIRST_ID, limit) (xorshift32), so runs are repeatable. */
+const FIRST_ID = 100;
 function randomTokens(count, limit, seed) {
   let state = seed >>> 0 || 1;
   const tokens = new Array(count);
@@ -92,7 +93,7 @@ function randomTokens(count, limit, seed) {
     state ^= state >>> 17;
     state ^= state << 5;
     state >>>= 0;
-    tokens[i] = state % limit;
+    tokens[i] = FIRST_ID + (state % (limit - FIRST_ID));
   }
   return tokens;
 }
@@ -176,7 +177,7 @@ async function measureDecode(model, args, batch, vocabLimit) {
         )
       ));
       const start = performance.now();
-      const produced = await Promise.all(sequences.map((s, i) => generate(s, (i * 7919) % vocabLimit, args.gen)));
+      const produced = await Promise.all(sequences.map((s, i) => generate(s, FIRST_ID + ((i * 7919) % (vocabLimit - FIRST_ID)), args.gen)));
       const seconds = (performance.now() - start) / 1000;
       const total = produced.reduce((a, b) => a + b, 0);
       if (total !== batch * args.gen) {
@@ -204,7 +205,10 @@ async function main() {
   });
   const model = await llama.loadModel({ modelPath: args.model, gpuLayers: 0 });
   // Llama 3 puts every special token at or above BOS: ids below it are ordinary text, as in a real prompt.
-  const vocabLimit = model.tokens.bos ?? 32000;
+  // Random prompt ids come from the ordinary vocabulary, clear of the low special/control ids. (The BOS
+  // id was used as the limit before: SmolLM2's BOS is 1, so every prompt was token 0, its EOS.)
+  const vocabSize = model.fileInfo?.metadata?.tokenizer?.ggml?.tokens?.length ?? 32000;
+  const vocabLimit = Math.min(vocabSize, 32000);
   const result = {
     tool: "llama.cpp (node-llama-cpp 3 prebuilt CPU)",
     model: path.basename(args.model),
@@ -220,6 +224,7 @@ async function main() {
   if (!args.skipPrefill) {
     const prefill = await measurePrefill(model, args, vocabLimit);
     result.prefill_tok_s = prefill.tokS;
+    result.prefill_runs = prefill.runs;
     if (!args.json) console.log(`prefill ${args.promptLen} tokens: ${prefill.tokS.toFixed(2)} tok/s`);
   }
   for (const batch of args.batches) {

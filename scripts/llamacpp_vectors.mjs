@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 // Records llama.cpp's behaviour on a GGUF model as test vectors: tokenization of a fixed set of
-// strings (with and without special-token parsing) and greedy continuations with each step's
-// top-2 log-probability margin (so comparisons can skip near-ties). The llama.cpp peer is the npm
-// package node-llama-cpp (prebuilt CPU binaries), installed outside the repo:
-//   npm install --prefix /tmp/nlc node-llama-cpp
-//   node scripts/llamacpp_vectors.mjs --model file.gguf --out vectors.json [--nlc /tmp/nlc] [--steps 32] [--margins]
-//   [--tokenize-only]
-// --margins records llama.cpp's top-2 log-probability margin per greedy step; node-llama-cpp builds
-// the full probability map in JS for that, about 1.5 s per step, so it is off by default (the engine's
-// own logits give the margin for near-tie checks).
+// strings (with and without special-token parsing) and greedy continuations with each step's top-2
+// raw logits (so comparisons can skip near-ties). The llama.cpp peer is the npm package node-llama-cpp
+// (prebuilt CPU binaries), installed outside the repo (scripts/lib/setup.sh: ensure_llamacpp):
+//   node scripts/llamacpp_vectors.mjs --model file.gguf --out vectors.json [--nlc DIR] [--steps 32]
+//     [--tokenize-only | --greedy-only] [--golden golden.json] [--kv-type F16|F32] [--flash-attn auto|on|off]
+// Greedy runs feed token ids straight to the context (no chat wrapper, no BOS added unless the model
+// asks for it) and pick the argmax of llama.cpp's raw logits, so sampler settings play no part.
+// --kv-type / --flash-attn: llama.cpp's defaults are an F16 KV cache and flash attention "auto"
+// (on, on CPU); F32 + off removes llama.cpp's f16 rounding of K, V, Q and the attention weights.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -22,7 +22,9 @@ const modelPath = arg("model");
 const outPath = arg("out");
 const nlcDir = arg("nlc", process.env.NODE_LLAMA_CPP_DIR ?? "/tmp/nlc");
 const steps = Number(arg("steps", "32"));
-const wantMargins = process.argv.includes("--margins");
+const kvType = arg("kv-type", "F16");
+const flashAttention = arg("flash-attn", "auto");
+const greedyOnly = process.argv.includes("--greedy-only");
 // --tokenize-only skips greedy generation (seconds instead of minutes on a busy 2-core machine).
 const tokenizeOnly = process.argv.includes("--tokenize-only");
 // --golden <golden.json>: greedy runs start from that file's prompt_ids (BOS included) for its
@@ -86,43 +88,55 @@ const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
 const model = await llama.loadModel({ modelPath });
 
 const tokenize = [];
-for (const text of tokenizationTexts()) {
+for (const text of greedyOnly ? [] : tokenizationTexts()) {
   for (const special of [true, false]) {
     tokenize.push({ text, special, ids: Array.from(model.tokenize(text, special)) });
   }
 }
 
-const context = await model.createContext({ contextSize: 512, threads: 2 });
+const context = await model.createContext({
+  contextSize: 512,
+  threads: 2,
+  flashAttention: flashAttention === "auto" ? "auto" : flashAttention === "on",
+  experimentalKvCacheKeyType: kvType,
+  experimentalKvCacheValueType: kvType,
+});
 const greedy = [];
 const runs = goldenPath
   ? JSON.parse(readFileSync(goldenPath, "utf8")).cases.map((c) => ({ prompt: c.prompt, ids: c.prompt_ids, steps: c.max_new_tokens }))
   : greedyPrompts.map((prompt) => ({ prompt, ids: null, steps }));
+const sequence = context.getSequence();
+// Raw logits of the two best tokens after each evaluated token: argmax and top-2 margin in one call.
+const top2 = { generateNext: { logits: { filter: { tokens: [], includeTop: 2 } } } };
 for (const run of tokenizeOnly ? [] : runs) {
   const prompt = run.prompt;
-  const sequence = context.getSequence();
+  await sequence.clearHistory();
   // llama.cpp adds BOS only when the model asks for it (add_bos_token); mirror that.
   const promptIds = run.ids ?? Array.from(model.tokenize(prompt, true));
   const bos = model.tokens.bos;
   if (!run.ids && model.tokens.shouldPrependBosToken && bos != null && promptIds[0] !== bos) promptIds.unshift(bos);
   const outputIds = [];
-  const margins = [];
-  const gen = wantMargins
-    ? sequence.evaluateWithMetadata(promptIds, { probabilities: true }, { temperature: 0, yieldEogToken: true })
-    : sequence.evaluate(promptIds, { temperature: 0, yieldEogToken: true });
-  for await (const step of gen) {
-    const token = wantMargins ? step.token : step;
+  const tops = [];
+  let input = promptIds.map((t, i) => (i === promptIds.length - 1 ? [t, top2] : t));
+  while (outputIds.length < run.steps) {
+    const result = await sequence.controlledEvaluate(input);
+    const best = [...result[input.length - 1].next.logits.entries()];
+    tops.push(best);
+    const token = best[0][0];
     outputIds.push(token);
-    if (wantMargins) {
-      const probs = [...step.probabilities.values()].sort((a, b) => b - a);
-      margins.push(probs.length > 1 ? Math.log(probs[0]) - Math.log(Math.max(probs[1], 1e-30)) : Infinity);
-    }
-    if (outputIds.length >= run.steps || model.isEogToken?.(token)) break;
+    if (model.isEogToken?.(token)) break;
+    input = [[token, top2]];
   }
-  greedy.push({ prompt, prompt_ids: promptIds, output_ids: outputIds, ...(wantMargins ? { top2_logprob_margins: margins } : {}) });
-  sequence.dispose();
+  greedy.push({
+    prompt,
+    prompt_ids: promptIds,
+    output_ids: outputIds,
+    top2_logits: tops,
+    top2_logit_margins: tops.map((t) => (t.length > 1 ? t[0][1] - t[1][1] : Infinity)),
+  });
 }
 
-writeFileSync(outPath, JSON.stringify({ model: modelPath, peer: "node-llama-cpp", tokenize, greedy }, null, 1));
+writeFileSync(outPath, JSON.stringify({ model: modelPath, peer: "node-llama-cpp", kv_type: kvType, flash_attention: flashAttention, tokenize, greedy }, null, 1));
 console.error(`llamacpp_vectors: ${tokenize.length} tokenizations, ${greedy.length} greedy runs in ${Date.now() - t0} ms -> ${outPath}`);
 // node-llama-cpp keeps native handles alive; exit explicitly so the caller does not wait on them.
 process.exit(0);

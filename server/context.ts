@@ -18,6 +18,8 @@ export interface ServerContext {
   modelConfig: ModelConfig;
   /** False until the warm-up generation finished; health answers 503 meanwhile. */
   ready: boolean;
+  /** Settles when start-up ends, ready or stopping (main.ts); generation requests that arrive during the warm-up wait for it. */
+  whenReady?: Promise<void>;
   /** Set by SIGTERM/SIGINT: new requests get 503 while the running ones finish. */
   stopping: boolean;
   /** Requests accepted and not yet finished, by rid, so /abort_request, /get_load and shutdown can find them. */

@@ -126,6 +126,9 @@ export function makeHandler(ctx: ServerContext) {
   };
 }
 
+/** How long a request that arrives during the warm-up waits for it before a 503. */
+const WARMUP_WAIT_MS = 120_000;
+
 async function dispatch(ctx: ServerContext, req: Request, url: URL): Promise<Response> {
   if (req.method === "OPTIONS") return new Response(null, { status: 204 });
   const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, "") : url.pathname;
@@ -137,7 +140,14 @@ async function dispatch(ctx: ServerContext, req: Request, url: URL): Promise<Res
     if (!r.methods.includes(req.method)) continue;
     if (ctx.args.api_key !== null && !OPEN_PATHS.has(path)) checkApiKey(req, ctx.args.api_key);
     if (!ctx.ready && !ctx.stopping && r.body) {
-      throw new ApiError(503, "The server is starting; try again in a moment.");
+      // /v1/models already answers during the warm-up (as SGLang's does, and clients poll it to learn the server
+      // is up), so a request right after it must not bounce: it waits for the warm-up, as SGLang queues it.
+      if (ctx.whenReady) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([ctx.whenReady, new Promise((done) => timer = setTimeout(done, WARMUP_WAIT_MS))]);
+        clearTimeout(timer);
+      }
+      if (!ctx.ready) throw new ApiError(503, "The server is starting; try again in a moment.");
     }
     const body = r.body ? await readJsonBody(req, ctx.args.max_body_bytes) : undefined;
     if (ctx.args.log_requests && r.body) {

@@ -3,8 +3,8 @@
 //! and the RoPE row reordering round-trips.
 
 use half::f16;
-use llm_engine::gguf::dot::{vec_dot, Activations, Isa};
-use llm_engine::gguf::quants::dequantize_row;
+use llm_engine::gguf::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
+use llm_engine::gguf::quants::{dequantize_row, quantize_q8};
 use llm_engine::gguf::rope_permute::{permute_rows, unpermute_rows};
 use llm_engine::gguf::{GgmlType, QMatrix};
 
@@ -97,6 +97,43 @@ fn simd_paths_equal_scalar_reference() {
                         (got - reference).abs() <= 1e-5 * scale,
                         "{t} {isa:?} cols {cols}: {got} vs scalar {reference} (scale {scale})"
                     );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_activations_round_like_ggml_x86() {
+    // amax 127 makes the multiplier exactly 1, so every x.5 is a tie: ggml's x86 quantizer rounds ties to
+    // even (0.5 → 0, 2.5 → 2, -1.5 → -2), where round-half-away would give 1, 3, -2.
+    let mut x = vec![0f32; 32];
+    x[0] = 127.0;
+    x[1..6].copy_from_slice(&[0.5, 1.5, 2.5, -0.5, -1.5]);
+    let b = &quantize_q8(&x)[0];
+    assert_eq!(&b.qs[..6], &[127, 0, 2, 2, 0, -2]);
+    assert_eq!(b.isum, 127 + 2 + 2 - 2);
+}
+
+#[test]
+fn token_tiles_equal_single_token_dots_bit_for_bit() {
+    // Prefill dots several tokens per weight block; decode dots one. Any difference in the float
+    // operations would make a prompt's logits depend on its batch, so equality is exact.
+    let mut rng = Rng(5);
+    for t in GgmlType::ALL {
+        let block = t.block_len();
+        for &blocks in &[1usize, 3, 18, 48] {
+            let cols = block * blocks;
+            let row = random_row(t, cols, &mut rng);
+            let acts: Vec<Activations> = (0..TILE).map(|_| Activations::quantize(t, &random_x(cols, &mut rng))).collect();
+            for &isa in &Isa::available() {
+                for n in 1..=TILE {
+                    let refs: Vec<&Activations> = acts[..n].iter().collect();
+                    let mut out = vec![0f32; n];
+                    vec_dot_tile(isa, t, &row, &refs, &mut out);
+                    for k in 0..n {
+                        assert_eq!(out[k].to_bits(), vec_dot(isa, t, &row, &acts[k]).to_bits(), "{t} {isa:?} {blocks} blocks, token {k} of {n}");
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! being expanded to f32: activations are quantized per block, rows are dotted in place, rayon
 //! splits the rows across threads.
 
-use super::dot::{vec_dot, Activations, Isa};
+use super::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
 use super::dtype::GgmlType;
 use super::quants::dequantize_row;
 use rayon::prelude::*;
@@ -76,29 +76,47 @@ impl QMatrix {
             vec![Activations::quantize(self.dtype, x)]
         };
         let chunk_rows = (self.rows / (rayon::current_num_threads() * 8)).clamp(16, 1024);
-        let dot_rows = |first_row: usize, dst: &mut [f32]| {
-            // dst is row-major over (row, token): one weight row is read once for every token.
-            for (i, per_token) in dst.chunks_mut(n_tokens).enumerate() {
-                let w = self.row(first_row + i);
-                for (o, a) in per_token.iter_mut().zip(&acts) {
-                    *o = vec_dot(isa, self.dtype, w, a);
-                }
-            }
-        };
         if n_tokens == 1 {
-            out.par_chunks_mut(chunk_rows).enumerate().for_each(|(c, dst)| dot_rows(c * chunk_rows, dst));
+            out.par_chunks_mut(chunk_rows).enumerate().for_each(|(c, dst)| {
+                for (i, o) in dst.iter_mut().enumerate() {
+                    *o = vec_dot(isa, self.dtype, self.row(c * chunk_rows + i), &acts[0]);
+                }
+            });
             return;
         }
-        let mut by_row = vec![0f32; self.rows * n_tokens];
-        by_row
-            .par_chunks_mut(chunk_rows * n_tokens)
-            .enumerate()
-            .for_each(|(c, dst)| dot_rows(c * chunk_rows, dst));
-        for r in 0..self.rows {
-            for t in 0..n_tokens {
-                out[t * self.rows + r] = by_row[r * n_tokens + t];
+        let act_refs: Vec<&Activations> = acts.iter().collect();
+        let rows_total = self.rows;
+        let dst = SharedOut(out.as_mut_ptr());
+        // Tokens go in tiles of TILE, so each weight block is unpacked once per tile; a chunk's rows
+        // (a few KB) stay in cache while every tile passes over them. Results go straight to their
+        // (token, row) place: no row-major scratch and transpose (a fresh multi-MB buffer per call
+        // cost more in page faults than the transpose itself).
+        let chunks = self.rows.div_ceil(chunk_rows);
+        (0..chunks).into_par_iter().for_each(|c| {
+            let first = c * chunk_rows;
+            let last = (first + chunk_rows).min(rows_total);
+            let mut res = [0f32; TILE];
+            for (ti, tile) in act_refs.chunks(TILE).enumerate() {
+                for r in first..last {
+                    vec_dot_tile(isa, self.dtype, self.row(r), tile, &mut res[..tile.len()]);
+                    for (k, &v) in res[..tile.len()].iter().enumerate() {
+                        // SAFETY: (token, row) pairs are disjoint across tasks and inside `out` (checked above).
+                        unsafe { *dst.at((ti * TILE + k) * rows_total + r) = v };
+                    }
+                }
             }
-        }
+        });
+    }
+}
+
+/// `out`'s pointer shared by the row-chunk tasks, which write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn at(self, i: usize) -> *mut f32 {
+        unsafe { self.0.add(i) }
     }
 }
 

@@ -42,6 +42,15 @@ pub struct Q8KBlock {
     pub bsums: [i16; QK_K / 16],
 }
 
+/// Round to nearest, ties to even, for |x| < 2^22: adding 1.5·2^23 pushes the fraction out of the
+/// mantissa under the default rounding mode (ggml's `nearest_int` does the same). `round_ties_even`
+/// would be a libm call on the baseline x86-64 target, a visible cost in prefill.
+#[inline]
+fn nearest_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
 fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
@@ -52,11 +61,14 @@ pub fn quantize_q8(x: &[f32]) -> Vec<Q8Block> {
         .map(|c| {
             let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            // As ggml's x86 quantizer: the multiplier is 127/amax (not 1/d) and rounding is to nearest-even
+            // (`_mm256_round_ps(_MM_ROUND_NEAREST)`). Either differs from the obvious form by one ulp or a
+            // tie now and then, and this model's logits move by ~0.1 when a few activations round the other way.
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let mut qs = [0i8; QK];
             let mut sum = 0i32;
             for (q, &v) in qs.iter_mut().zip(c) {
-                *q = (v * id).round() as i8;
+                *q = nearest_even(v * id) as i8;
                 sum += *q as i32;
             }
             Q8Block { qs, d: round_f16(d), s: round_f16(d * sum as f32), isum: sum }
@@ -81,7 +93,8 @@ pub fn quantize_q8k(x: &[f32]) -> Vec<Q8KBlock> {
             }
             let iscale = -127.0 / max;
             for (q, &v) in b.qs.iter_mut().zip(c) {
-                *q = ((iscale * v).round() as i32).min(127) as i8;
+                // ggml's nearest_int (float magic-number trick) rounds ties to even.
+                *q = (nearest_even(iscale * v) as i32).min(127) as i8;
             }
             for (g, s) in b.bsums.iter_mut().enumerate() {
                 *s = b.qs[g * 16..g * 16 + 16].iter().map(|&q| q as i16).sum();

@@ -8,6 +8,8 @@ pub mod scalar;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_tile;
 
 use super::dtype::GgmlType;
 use super::quants::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
@@ -85,4 +87,34 @@ pub fn vec_dot(isa: Isa, weight_type: GgmlType, row: &[u8], act: &Activations) -
     }
     let _ = isa;
     scalar::vec_dot(weight_type, row, act)
+}
+
+/// Tokens one `vec_dot_tile` call takes at most.
+#[cfg(target_arch = "x86_64")]
+pub const TILE: usize = avx512_tile::TILE;
+#[cfg(not(target_arch = "x86_64"))]
+pub const TILE: usize = 1;
+
+/// `out[k] = row · acts[k]` for up to `TILE` tokens, reading and unpacking each weight block once for
+/// all of them. Every result is bit-identical to `vec_dot(isa, ..)` of that token alone (tests check it).
+pub fn vec_dot_tile(isa: Isa, weight_type: GgmlType, row: &[u8], acts: &[&Activations], out: &mut [f32]) {
+    assert!(acts.len() <= TILE && out.len() >= acts.len());
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        let mut q8: [&[Q8Block]; TILE] = [&[]; TILE];
+        let all_q8 = acts.iter().zip(q8.iter_mut()).all(|(a, slot)| match a {
+            Activations::Q8(b) => {
+                *slot = b.as_slice();
+                true
+            }
+            _ => false,
+        });
+        // SAFETY: `isa` is Avx512 only when `Isa::detect` found those features.
+        if all_q8 && unsafe { avx512_tile::dot_tile(weight_type, row, &q8[..acts.len()], out) } {
+            return;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acts) {
+        *o = vec_dot(isa, weight_type, row, a);
+    }
 }
