@@ -30,6 +30,12 @@ fn golden_prompts(name: &str) -> Vec<Vec<u32>> {
     }).collect()
 }
 
+fn top2_margin(row: &[f32]) -> f32 {
+    let best = argmax(row) as usize;
+    let second = row.iter().enumerate().filter(|&(i, _)| i != best).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+    row[best] - second
+}
+
 fn argmax(row: &[f32]) -> u32 {
     (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
 }
@@ -63,11 +69,13 @@ fn greedy_pair(model: &dyn Model, kv: &mut KvCache, prompts: [&[u32]; 2], steps:
 
 fn check_model(name: &str, steps: usize) {
     let prompts = golden_prompts(name);
-    check_split(&opts(name), [&prompts[0][..], &prompts[prompts.len() - 1][..]], steps, &[2, 4], 1e-4);
+    check_split(&opts(name), [&prompts[0][..], &prompts[prompts.len() - 1][..]], steps, &[2, 4], 1e-4, 0.0);
 }
 
-/// Greedy `steps` for the two prompts batched at every size in `sizes` against one rank.
-fn check_split(load: &LoadOptions, pair: [&[u32]; 2], steps: usize, sizes: &[usize], tol: f32) {
+/// Greedy `steps` for the two prompts batched at every size in `sizes` against one rank: the same
+/// tokens, logits within `tol`. A sequence may part from tp 1 only at a step where tp 1's own top-2
+/// margin is below `near_tie`; it is compared up to there (after it the two continue different texts).
+fn check_split(load: &LoadOptions, pair: [&[u32]; 2], steps: usize, sizes: &[usize], tol: f32, near_tie: f32) {
     let name = load.model_path.file_name().unwrap().to_string_lossy().into_owned();
     let slots = 2 * (pair.iter().map(|p| p.len()).max().unwrap() + steps);
     let one = load_llama(load).unwrap();
@@ -79,17 +87,24 @@ fn check_split(load: &LoadOptions, pair: [&[u32]; 2], steps: usize, sizes: &[usi
         model.allocate_kv(slots);
         let mut unused = KvCache::new(c.num_hidden_layers, 0, c.kv_dim());
         let got = greedy_pair(&model, &mut unused, pair, steps);
-        let mut worst = 0.0f32;
+        let (mut worst, mut compared) = (0.0f32, 0);
         for seq in 0..2 {
-            let want_ids: Vec<u32> = reference[seq].iter().map(|r| argmax(r)).collect();
-            let got_ids: Vec<u32> = got[seq].iter().map(|r| argmax(r)).collect();
-            assert_eq!(got_ids, want_ids, "{name} tp {tp} sequence {seq}: greedy tokens differ from tp 1");
-            for (a, b) in got[seq].iter().zip(&reference[seq]) {
+            for (step, (a, b)) in got[seq].iter().zip(&reference[seq]).enumerate() {
                 worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
+                compared += 1;
+                if argmax(a) != argmax(b) {
+                    let margin = top2_margin(b);
+                    assert!(
+                        margin < near_tie,
+                        "{name} tp {tp} sequence {seq} step {step}: greedy token differs from tp 1 (tp 1's margin {margin})"
+                    );
+                    eprintln!("{name} tp {tp} sequence {seq}: parts from tp 1 at step {step}, a near-tie (margin {margin})");
+                    break;
+                }
             }
         }
         assert!(worst < tol, "{name} tp {tp}: logits differ from tp 1 by {worst}");
-        eprintln!("{name} tp {tp}: {steps} greedy steps x 2 sequences equal to tp 1, worst logit difference {worst:e}");
+        eprintln!("{name} tp {tp}: {compared} of {} greedy steps equal to tp 1, worst logit difference {worst:e}", 2 * steps);
         assert!(model.weight_bytes() > 0);
     }
 }
@@ -106,10 +121,11 @@ fn tiny_random_llama31_tp2_and_tp4_equal_tp1_with_replicated_kv_heads() {
 
 /// The default model (quantized GGUF, 9 heads / 3 KV heads): row-parallel shards cut Q4_1 rows on
 /// block boundaries. On the float32 path (weights dequantized) the logits must agree as closely as the
-/// other models'; on the quantized path activations are rounded to 8 bits per block, so a partial sum
-/// that differs in the last bit can move a value by one quantum: there the greedy tokens must agree
-/// and the logits stay within the quantized path's own tolerance against a float64 reference (1.5,
-/// tests/gguf_smollm2.rs). Runs where scripts/test fetched the model.
+/// other models' and every token must match; on the quantized path activations are rounded to 8 bits
+/// per block, so a partial sum that differs in the last bit can move a value by one quantum: there
+/// the logits stay within the quantized path's own tolerance against a float64 reference and tokens
+/// may part only at its near-tie margin (1.5 and 0.5, as tests/gguf_smollm2.rs). Runs where
+/// scripts/test fetched the model.
 #[test]
 fn smollm2_gguf_q4_1_tp3_equals_tp1() {
     let home = PathBuf::from(std::env::var("HOME").unwrap_or_default());
@@ -125,9 +141,9 @@ fn smollm2_gguf_q4_1_tp3_equals_tp1() {
     // "The capital of France is" and a chat turn, as the tokenizer gives them (ids < 49152).
     let a = [504u32, 3575, 282, 4649, 314];
     let b = [1u32, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198, 1, 4093, 198, 19556, 2, 198, 1, 520, 9531, 198];
-    check_split(&load, [&a, &b], 24, &[3], 1.5);
+    check_split(&load, [&a, &b], 24, &[3], 1.5, 0.5);
     load.dtype = "float32".into();
-    check_split(&load, [&a, &b], 24, &[3], 1e-3);
+    check_split(&load, [&a, &b], 24, &[3], 1e-3, 0.0);
 }
 
 #[test]
