@@ -7,6 +7,8 @@ pub mod huge;
 pub mod matrix;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
@@ -85,6 +87,18 @@ pub fn has_avx512_bf16() -> bool {
     }
 }
 
+/// Whether this process can use AMX bf16 tiles (CPUID, the kernel's permission, `LLM_CPU_AMX`).
+pub fn has_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     pub isa: Isa,
@@ -92,17 +106,20 @@ pub struct Kernels {
     /// compute in bfloat16, and only where the CPU has AVX512_BF16); otherwise weights are
     /// widened exactly to f32.
     pub bf16_dot: bool,
+    /// With `bf16_dot`: bf16 matmuls run on AMX tiles (`amx::available()`); rows the tiles do
+    /// not cover (m % 16, or k % 32 != 0) keep the `vdpbf16ps` kernel.
+    pub amx: bool,
 }
 
 impl Kernels {
     pub fn detect() -> Kernels {
-        Kernels { isa: Isa::detect(), bf16_dot: false }
+        Kernels { isa: Isa::detect(), bf16_dot: false, amx: false }
     }
 
     /// Kernels for `isa`, or an error if this CPU lacks it.
     pub fn with_isa(isa: Isa) -> Result<Kernels, String> {
         if Isa::available().contains(&isa) {
-            Ok(Kernels { isa, bf16_dot: false })
+            Ok(Kernels { isa, bf16_dot: false, amx: false })
         } else {
             Err(format!("this CPU does not support the {} kernels", isa.name()))
         }
@@ -111,12 +128,21 @@ impl Kernels {
     /// These kernels, computing bf16 weights against bf16-rounded activations when the CPU can
     /// (`vdpbf16ps`); unchanged elsewhere.
     pub fn with_bf16_activations(self) -> Kernels {
-        Kernels { bf16_dot: self.isa == Isa::Avx512 && has_avx512_bf16(), ..self }
+        let bf16_dot = self.isa == Isa::Avx512 && has_avx512_bf16();
+        Kernels { bf16_dot, amx: bf16_dot && has_amx(), ..self }
     }
 
-    /// The kernel path's name for logs ("avx512_bf16", "avx512", "avx2", "scalar").
+    /// These kernels with the AMX tiles switched off (the `vdpbf16ps` path), for tests and
+    /// comparisons on an AMX machine.
+    pub fn without_amx(self) -> Kernels {
+        Kernels { amx: false, ..self }
+    }
+
+    /// The kernel path's name for logs ("amx_bf16", "avx512_bf16", "avx512", "avx2", "scalar").
     pub fn name(&self) -> &'static str {
-        if self.bf16_dot {
+        if self.amx {
+            "amx_bf16"
+        } else if self.bf16_dot {
             "avx512_bf16"
         } else {
             self.isa.name()
@@ -140,9 +166,18 @@ impl Kernels {
             v
         });
         let threads = rayon::current_num_threads().max(1);
-        let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(4) & !3;
-        let by_threads = m.div_ceil(threads * 4).next_multiple_of(4);
-        let rows_per_task = by_cache.min(by_threads).max(4);
+        #[cfg(target_arch = "x86_64")]
+        let packed: Option<amx::Packed> = match &x_bf16 {
+            Some(xb) if self.amx && k % amx::KSTEP == 0 && m >= amx::TILE => Some(amx::Packed::new(xb, n, k)),
+            _ => None,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let packed: Option<()> = None;
+        // AMX tasks hold whole pairs of 16-row tiles; the vdpbf16ps tiles go 4 rows at a time.
+        let align = if packed.is_some() { 2 * 16 } else { 4 };
+        let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(align) / align * align;
+        let by_threads = m.div_ceil(threads * 4).next_multiple_of(align);
+        let rows_per_task = by_cache.min(by_threads).max(align);
         let tasks = m.div_ceil(rows_per_task);
         let out_ptr = SharedOut(out.as_mut_ptr());
         let bytes = w.bytes();
@@ -152,8 +187,18 @@ impl Kernels {
             let wb = &bytes[r0 * k * es..r1 * k * es];
             #[cfg(target_arch = "x86_64")]
             if let Some(xb) = &x_bf16 {
-                // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
-                unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, wb.as_ptr() as *const u16, r1 - r0, out_ptr.at(r0), m) };
+                // The last task's rows past a multiple of 16 (fixed by m, not by n) use vdpbf16ps.
+                let tiled = if packed.is_some() { (r1 - r0) / 16 * 16 } else { 0 };
+                if let Some(p) = &packed {
+                    // Safety: AMX is available (self.amx), wb holds `tiled` bf16 rows of k, and
+                    // tasks write disjoint columns.
+                    unsafe { amx::gemm_rows(p, wb.as_ptr() as *const u16, tiled, out_ptr.at(r0), m) };
+                }
+                if tiled < r1 - r0 {
+                    let rest = &wb[tiled * k * es..];
+                    // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
+                    unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, out_ptr.at(r0 + tiled), m) };
+                }
                 return;
             }
             // Safety: tasks write disjoint columns r0..r1 of the n x m output.

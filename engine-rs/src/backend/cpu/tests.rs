@@ -197,3 +197,64 @@ fn slot_row_kernels_agree_across_paths() {
         }
     }
 }
+
+/// The bf16 kernels this CPU has: AMX tiles (when present) and vdpbf16ps, each checked on its own.
+fn bf16_paths() -> Vec<Kernels> {
+    let fast = Kernels::detect().with_bf16_activations();
+    if !fast.bf16_dot {
+        return Vec::new();
+    }
+    if fast.amx {
+        vec![fast, fast.without_amx()]
+    } else {
+        vec![fast]
+    }
+}
+
+#[test]
+fn amx_and_vdpbf16ps_match_scalar_on_tile_shapes() {
+    let paths = bf16_paths();
+    if !paths.iter().any(|p| p.amx) {
+        eprintln!("no AMX on this CPU (or LLM_CPU_AMX=0): the tile shapes only run on vdpbf16ps");
+    }
+    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+    // k a multiple of 32 (AMX's k step) with 1, 2 and 64 steps; m with and without a 16-row tail
+    // and with an odd number of 16-row tiles; n below, at and past one and two 16-token tiles.
+    for &(n, m, k) in &[(1, 16, 32), (15, 48, 64), (16, 130, 2048), (17, 80, 96), (33, 1000, 64), (40, 32, 160), (5, 2050, 32)] {
+        let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64 + 1));
+        let x = pseudo_random(n * k, 41 + k as u64);
+        let mut want = vec![0.0; n * m];
+        scalar.matmul(&round_to_bf16(&x), n, &w, &mut want);
+        for p in &paths {
+            let mut got = vec![f32::NAN; n * m];
+            p.matmul(&x, n, &w, &mut got);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                let tol = 1e-5 * (k as f32).sqrt() * (1.0 + b.abs());
+                assert!((a - b).abs() <= tol, "{} n={n} m={m} k={k} [{i}]: {a} vs {b}", p.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_tile_rows_do_not_depend_on_the_batch() {
+    // AMX-eligible shape (k % 32 == 0, a 16-row tail): a token's row must be bit-identical alone,
+    // in one 16-token tile, in the second tile of a pair and in an odd last tile.
+    let (m, k) = (70, 96);
+    let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, 51));
+    let probe = pseudo_random(k, 52);
+    for p in bf16_paths() {
+        let mut alone = vec![0.0f32; m];
+        p.matmul(&probe, 1, &w, &mut alone);
+        for n in [2, 16, 17, 31, 32, 40] {
+            for at in [0, n / 2, n - 1] {
+                let mut x = pseudo_random(n * k, 60 + n as u64);
+                x[at * k..(at + 1) * k].copy_from_slice(&probe);
+                let mut out = vec![0.0f32; n * m];
+                p.matmul(&x, n, &w, &mut out);
+                let row = &out[at * m..(at + 1) * m];
+                assert!(row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: row {at} of a batch of {n} differs", p.name());
+            }
+        }
+    }
+}
