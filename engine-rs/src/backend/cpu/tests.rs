@@ -100,7 +100,9 @@ fn bf16_dot_path_matches_scalar_on_bf16_rounded_activations() {
     }
     let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
     // Shapes cover the 32-wide k tail, the 4-row tail and every token-tile width (1..6, then 7+).
-    for &(n, m, k) in &[(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17)] {
+    // k = 3000 and 4100 (n = 17 and 9) run in k blocks (with a ragged last piece) and carry the accumulators.
+    let shapes = [(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17), (17, 11, 3000), (9, 7, 4100)];
+    for &(n, m, k) in &shapes {
         let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64));
         let x = pseudo_random(n * k, 11 + k as u64);
         let mut want = vec![0.0; n * m];
@@ -238,22 +240,25 @@ fn amx_and_vdpbf16ps_match_scalar_on_tile_shapes() {
 
 #[test]
 fn bf16_tile_rows_do_not_depend_on_the_batch() {
-    // AMX-eligible shape (k % 32 == 0, a 16-row tail): a token's row must be bit-identical alone,
-    // in one 16-token tile, in the second tile of a pair and in an odd last tile.
-    let (m, k) = (70, 96);
-    let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, 51));
-    let probe = pseudo_random(k, 52);
-    for p in bf16_paths() {
-        let mut alone = vec![0.0f32; m];
-        p.matmul(&probe, 1, &w, &mut alone);
-        for n in [2, 16, 17, 31, 32, 40] {
-            for at in [0, n / 2, n - 1] {
-                let mut x = pseudo_random(n * k, 60 + n as u64);
-                x[at * k..(at + 1) * k].copy_from_slice(&probe);
-                let mut out = vec![0.0f32; n * m];
-                p.matmul(&x, n, &w, &mut out);
-                let row = &out[at * m..(at + 1) * m];
-                assert!(row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: row {at} of a batch of {n} differs", p.name());
+    // (70, 96) is AMX-eligible (k % 32 == 0, a 16-row tail): a token's row must be bit-identical
+    // alone, in one 16-token tile, in the second tile of a pair and in an odd last tile. (37, 2085)
+    // takes vdpbf16ps in k blocks with carried accumulators against the single pass of n = 1.
+    for (m, k) in [(70, 96), (37, 2085)] {
+        let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, 51));
+        let probe = pseudo_random(k, 52);
+        for p in bf16_paths() {
+            let mut alone = vec![0.0f32; m];
+            p.matmul(&probe, 1, &w, &mut alone);
+            for n in [2, 16, 17, 31, 32, 40] {
+                for at in [0, n / 2, n - 1] {
+                    let mut x = pseudo_random(n * k, 60 + n as u64);
+                    x[at * k..(at + 1) * k].copy_from_slice(&probe);
+                    let mut out = vec![0.0f32; n * m];
+                    p.matmul(&x, n, &w, &mut out);
+                    let row = &out[at * m..(at + 1) * m];
+                    let same = row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{} k={k}: row {at} of a batch of {n} differs", p.name());
+                }
             }
         }
     }
