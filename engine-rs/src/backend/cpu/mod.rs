@@ -152,39 +152,61 @@ impl Kernels {
     /// out (n x m) = x (n x k) · wᵀ, where w is m x k. Rows of w are split across the current
     /// rayon pool; each task reads its rows once for all n tokens.
     pub fn matmul(&self, x: &[f32], n: usize, w: &Matrix, out: &mut [f32]) {
-        let (m, k) = (w.rows, w.cols);
-        assert!(x.len() >= n * k && out.len() >= n * m, "matmul: buffer too small");
-        if n == 0 || m == 0 {
+        self.matmul_fused(x, n, &[w], &mut [out]);
+    }
+
+    /// outs[i] (n x m_i) = x · ws[i]ᵀ for several matrices that read the same activations (q/k/v,
+    /// gate/up): the activations are rounded to bf16 and packed for AMX once, and the row tasks of
+    /// every matrix go to the pool in one dispatch, so the small k/v projections do not each end
+    /// in a half-idle pool. Each row is computed exactly as `matmul` would (same tasks, kernels).
+    pub fn matmul_fused(&self, x: &[f32], n: usize, ws: &[&Matrix], outs: &mut [&mut [f32]]) {
+        assert_eq!(ws.len(), outs.len(), "matmul_fused: one output per matrix");
+        let Some(first) = ws.first() else { return };
+        let (k, dtype) = (first.cols, first.dtype);
+        if ws.iter().any(|w| w.cols != k || w.dtype != dtype) {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.matmul_fused(x, n, &[w], &mut [&mut **out]);
+            }
             return;
         }
-        let es = w.dtype.size();
+        assert!(x.len() >= n * k, "matmul: activations too small");
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            assert!(out.len() >= n * w.rows, "matmul: output too small");
+        }
+        if n == 0 {
+            return;
+        }
+        let es = dtype.size();
         #[cfg(target_arch = "x86_64")]
-        let x_bf16: Option<Vec<u16>> = (self.bf16_dot && w.dtype == DType::BF16).then(|| {
+        let x_bf16: Option<Vec<u16>> = (self.bf16_dot && dtype == DType::BF16).then(|| {
             let mut v = vec![0u16; n * k];
             // Safety: bf16_dot is only set where the CPU has AVX512_BF16.
             unsafe { avx512_bf16::to_bf16(&x[..n * k], &mut v) };
             v
         });
-        let threads = rayon::current_num_threads().max(1);
         #[cfg(target_arch = "x86_64")]
         let packed: Option<amx::Packed> = match &x_bf16 {
-            Some(xb) if self.amx && k % amx::KSTEP == 0 && m >= amx::TILE => Some(amx::Packed::new(xb, n, k)),
+            Some(xb) if self.amx && k % amx::KSTEP == 0 && ws.iter().any(|w| w.rows >= amx::TILE) => Some(amx::Packed::new(xb, n, k)),
             _ => None,
         };
         #[cfg(not(target_arch = "x86_64"))]
         let packed: Option<()> = None;
         // AMX tasks hold whole pairs of 16-row tiles; the vdpbf16ps tiles go 4 rows at a time.
+        // The split depends on m, k and the pool size only, never on n (batch invariance).
         let align = if packed.is_some() { 2 * 16 } else { 4 };
-        let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(align) / align * align;
-        let by_threads = m.div_ceil(threads * 4).next_multiple_of(align);
-        let rows_per_task = by_cache.min(by_threads).max(align);
-        let tasks = m.div_ceil(rows_per_task);
-        let out_ptr = SharedOut(out.as_mut_ptr());
-        let bytes = w.bytes();
-        let run = |task: usize| {
-            let r0 = task * rows_per_task;
-            let r1 = (r0 + rows_per_task).min(m);
-            let wb = &bytes[r0 * k * es..r1 * k * es];
+        let threads = rayon::current_num_threads().max(1);
+        let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, w) in ws.iter().enumerate() {
+            let m = w.rows;
+            let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(align) / align * align;
+            let by_threads = m.div_ceil(threads * 4).next_multiple_of(align);
+            let rows_per_task = by_cache.min(by_threads).max(align);
+            tasks.extend((0..m.div_ceil(rows_per_task)).map(|t| (i, t * rows_per_task, ((t + 1) * rows_per_task).min(m))));
+        }
+        let out_ptrs: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
+        let run = |&(i, r0, r1): &(usize, usize, usize)| {
+            let (w, out_ptr, m) = (ws[i], out_ptrs[i], ws[i].rows);
+            let wb = &w.bytes()[r0 * k * es..r1 * k * es];
             #[cfg(target_arch = "x86_64")]
             if let Some(xb) = &x_bf16 {
                 // The last task's rows past a multiple of 16 (fixed by m, not by n) use vdpbf16ps.
@@ -201,13 +223,13 @@ impl Kernels {
                 }
                 return;
             }
-            // Safety: tasks write disjoint columns r0..r1 of the n x m output.
-            unsafe { self.gemm_rows(x, n, k, wb, w.dtype, r1 - r0, out_ptr.at(r0), m) };
+            // Safety: tasks write disjoint columns r0..r1 of their matrix's n x m output.
+            unsafe { self.gemm_rows(x, n, k, wb, dtype, r1 - r0, out_ptr.at(r0), m) };
         };
-        if tasks == 1 {
-            run(0);
+        if tasks.len() == 1 {
+            run(&tasks[0]);
         } else {
-            (0..tasks).into_par_iter().for_each(run);
+            tasks.par_iter().for_each(run);
         }
     }
 

@@ -263,3 +263,28 @@ fn bf16_tile_rows_do_not_depend_on_the_batch() {
         }
     }
 }
+
+#[test]
+fn fused_matmul_equals_separate_matmuls_bit_for_bit() {
+    // q/k/v-like shapes (one k, different m) and a mismatched k that must fall back to one by one.
+    let (n, k) = (5, 96);
+    let ws: Vec<Matrix> = [(64, k), (16, k), (20, k), (8, 40)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, kk))| matrix_of(DType::BF16, m, kk, &pseudo_random(m * kk, 70 + i as u64)))
+        .collect();
+    let x = pseudo_random(n * k, 80);
+    let mut paths = bf16_paths();
+    paths.extend(Isa::available().into_iter().map(|isa| Kernels::with_isa(isa).unwrap()));
+    for p in paths {
+        let mut fused: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+        let refs: Vec<&Matrix> = ws.iter().collect();
+        let mut outs: Vec<&mut [f32]> = fused.iter_mut().map(|v| v.as_mut_slice()).collect();
+        p.matmul_fused(&x, n, &refs, &mut outs);
+        for (w, got) in ws.iter().zip(&fused) {
+            let mut want = vec![0.0f32; n * w.rows];
+            p.matmul(&x, n, w, &mut want);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} m={} k={}", p.name(), w.rows, w.cols);
+        }
+    }
+}
