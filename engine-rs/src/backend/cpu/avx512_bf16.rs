@@ -108,6 +108,9 @@ const ROWS: usize = 4;
 /// Activation bytes of one k block (all tokens) kept in L1 while the row tile's weights of that
 /// block are reused for every token group.
 const X_BLOCK_BYTES: usize = 32 * 1024;
+/// Above this many tokens (prefill) the k blocks would get too short to pay for carrying the
+/// accumulators, and the token groups go outermost instead.
+const MAX_BLOCKED_TOKENS: usize = 64;
 
 macro_rules! token_tiles {
     ($r:literal, $tn:expr, $x:expr, $ld:expr, $len:expr, $w:expr, $o:expr, $ldo:expr, $span:expr) => {
@@ -123,11 +126,11 @@ macro_rules! token_tiles {
 }
 
 /// out[t*ldo + r] = dot(x[t], w[r]) for t < n, r < nrows; x is n x k bf16, w nrows x k bf16.
-/// Rows go 4 at a time; for each row tile, k goes in blocks whose activations (all n tokens) fit
-/// in L1, and within a block every token group (equal groups of at most 6: 16 = 6 + 5 + 5) reuses the
-/// tile's weights from L1. So each weight cache line comes from memory once per matmul and the
-/// memory stream is spread over the whole computation instead of one token group's. Accumulators
-/// are carried between k blocks in `carry`, one slot set per token group.
+/// Decode batches (2 <= n <= 64): rows go 4 at a time; for each row tile, k goes in blocks whose
+/// activations (all n tokens) fit in L1, and within a block every token group (equal groups of at
+/// most 6: 16 = 6 + 5 + 5) reuses the tile's weights from L1. So each weight cache line comes from
+/// memory once per matmul and the memory stream is spread over the whole computation instead of
+/// one token group's. Accumulators are carried between k blocks in `carry`, one slot set per group.
 /// Safety: the CPU has avx512f/bw/vl and avx512bf16; the pointers cover those extents.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows: usize, out: *mut f32, ldo: usize) {
@@ -142,6 +145,27 @@ pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows:
         return;
     }
     let groups = n.div_ceil(MAX_TOKENS);
+    if n > MAX_BLOCKED_TOKENS {
+        // Prefill: token groups outer, each over the full k, so a group's activations stay in
+        // L1/L2 while the rows stream past (k blocks of 256 for 512 tokens measured 2-3x slower).
+        let mut t = 0;
+        for g in 0..groups {
+            let tn = n / groups + usize::from(g < n % groups);
+            let (xt, ot) = (x.add(t * k), out.add(t * ldo));
+            let mut r = 0;
+            while r < nrows {
+                if r + ROWS <= nrows {
+                    token_tiles!(4, tn, xt, k, k, w.add(r * k), ot.add(r), ldo, whole);
+                    r += ROWS;
+                } else {
+                    token_tiles!(1, tn, xt, k, k, w.add(r * k), ot.add(r), ldo, whole);
+                    r += 1;
+                }
+            }
+            t += tn;
+        }
+        return;
+    }
     let kb = if groups == 1 { k } else { (X_BLOCK_BYTES / (2 * n)).max(256) & !31 };
     let kb = if kb >= k { k } else { kb };
     let mut carry: Vec<__m512> = if kb < k { vec![_mm512_setzero_ps(); groups * ROWS * MAX_TOKENS] } else { Vec::new() };

@@ -100,8 +100,9 @@ fn bf16_dot_path_matches_scalar_on_bf16_rounded_activations() {
     }
     let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
     // Shapes cover the 32-wide k tail, the 4-row tail and every token-tile width (1..6, then 7+).
-    // k = 3000 and 4100 (n = 17 and 9) run in k blocks (with a ragged last piece) and carry the accumulators.
-    let shapes = [(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17), (17, 11, 3000), (9, 7, 4100)];
+    // k = 3000 and 4100 (n = 17 and 9) run in k blocks, a ragged last one included, carrying the
+    // accumulators; n = 70 takes the prefill order (token groups outermost).
+    let shapes = [(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17), (17, 11, 3000), (9, 7, 4100), (70, 13, 100)];
     for &(n, m, k) in &shapes {
         let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64));
         let x = pseudo_random(n * k, 11 + k as u64);
@@ -249,7 +250,7 @@ fn bf16_tile_rows_do_not_depend_on_the_batch() {
         for p in bf16_paths() {
             let mut alone = vec![0.0f32; m];
             p.matmul(&probe, 1, &w, &mut alone);
-            for n in [2, 16, 17, 31, 32, 40] {
+            for n in [2, 16, 17, 31, 32, 40, 70] {
                 for at in [0, n / 2, n - 1] {
                     let mut x = pseudo_random(n * k, 60 + n as u64);
                     x[at * k..(at + 1) * k].copy_from_slice(&probe);
