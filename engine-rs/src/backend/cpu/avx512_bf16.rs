@@ -100,6 +100,28 @@ unsafe fn tile<const R: usize, const T: usize>(x: *const u16, ld: usize, len: us
     }
 }
 
+/// One row's dot product for single-token decode: the `tile::<1, 1>` arithmetic (one accumulator,
+/// 32 products a step, masked tail, the same reduction), so bit-identical to the row in any tile,
+/// but without the k-block carry: with it the batch-1 loop measured 0.72-0.87x.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn row_dot(x: *const u16, k: usize, w: *const u16) -> f32 {
+    let mut acc = _mm512_setzero_ps();
+    let full = k & !31;
+    let mut i = 0;
+    while i < full {
+        let wv: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(i) as *const __m512i));
+        let xv: __m512bh = std::mem::transmute(_mm512_loadu_si512(x.add(i) as *const __m512i));
+        acc = _mm512_dpbf16_ps(acc, wv, xv);
+        i += 32;
+    }
+    if full < k {
+        let m = ((1u64 << (k - full)) - 1) as __mmask32;
+        acc = _mm512_dpbf16_ps(acc, load(w.add(full), m), load(x.add(full), m));
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
 /// Most tokens per register tile: 4 rows x 6 tokens = 24 accumulators + 4 weight vectors + 1
 /// activation vector of the 32 zmm registers (3 x 8 measured the same or ~5% slower).
 const MAX_TOKENS: usize = 6;
@@ -110,7 +132,7 @@ const ROWS: usize = 4;
 const X_BLOCK_BYTES: usize = 32 * 1024;
 /// Above this many tokens (prefill) the k blocks would get too short to pay for carrying the
 /// accumulators, and the token groups go outermost instead.
-const MAX_BLOCKED_TOKENS: usize = 64;
+const MAX_BLOCKED_TOKENS: usize = 32;
 
 macro_rules! token_tiles {
     ($r:literal, $tn:expr, $x:expr, $ld:expr, $len:expr, $w:expr, $o:expr, $ldo:expr, $span:expr) => {
@@ -126,7 +148,7 @@ macro_rules! token_tiles {
 }
 
 /// out[t*ldo + r] = dot(x[t], w[r]) for t < n, r < nrows; x is n x k bf16, w nrows x k bf16.
-/// Decode batches (2 <= n <= 64): rows go 4 at a time; for each row tile, k goes in blocks whose
+/// Decode batches (2 <= n <= 32): rows go 4 at a time; for each row tile, k goes in blocks whose
 /// activations (all n tokens) fit in L1, and within a block every token group (equal groups of at
 /// most 6: 16 = 6 + 5 + 5) reuses the tile's weights from L1. So each weight cache line comes from
 /// memory once per matmul and the memory stream is spread over the whole computation instead of
@@ -140,7 +162,7 @@ pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows:
         // the hardware prefetcher follows on its own; several row streams with software prefetch
         // measured slower here. Same single accumulator per row as the tiles (batch invariance).
         for r in 0..nrows {
-            tile::<1, 1>(x, k, k, w.add(r * k), out.add(r), ldo, false, whole);
+            *out.add(r) = row_dot(x, k, w.add(r * k));
         }
         return;
     }
