@@ -100,8 +100,7 @@ fn bf16_dot_path_matches_scalar_on_bf16_rounded_activations() {
     }
     let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
     // Shapes cover the 32-wide k tail, the 4-row tail and every token-tile width (1..6, then 7+).
-    // k = 3000 and 4100 (n = 17 and 9) run in k blocks, a ragged last one included, carrying the
-    // accumulators; n = 70 takes the prefill order (token groups outermost).
+    // k = 3000 and 4100 (n = 17 and 9) with ragged tails, and n = 70 (prefill-sized, 12 token tiles).
     let shapes = [(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17), (17, 11, 3000), (9, 7, 4100), (70, 13, 100)];
     for &(n, m, k) in &shapes {
         let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64));
@@ -243,7 +242,7 @@ fn amx_and_vdpbf16ps_match_scalar_on_tile_shapes() {
 fn bf16_tile_rows_do_not_depend_on_the_batch() {
     // (70, 96) is AMX-eligible (k % 32 == 0, a 16-row tail): a token's row must be bit-identical
     // alone, in one 16-token tile, in the second tile of a pair and in an odd last tile. (37, 2085)
-    // takes vdpbf16ps in k blocks with carried accumulators against the single pass of n = 1.
+    // takes vdpbf16ps (k % 32 != 0): its tiles against the n = 1 row loop, for long k.
     for (m, k) in [(70, 96), (37, 2085)] {
         let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, 51));
         let probe = pseudo_random(k, 52);
