@@ -169,9 +169,8 @@ impl Kernels {
             }
             return;
         }
-        // Only the AMX path fuses: there the activations are packed once for all the matrices. On
-        // the vdpbf16ps path one dispatch for q/k/v and gate/up made batch-1 decode 0.72-0.87x
-        // (3 interleaved runs), so the matrices go one by one as before.
+        // Only the AMX path fuses: there the activations are packed once for all the matrices; the
+        // other paths run them one by one as before (fusing showed no gain for them).
         let amx_fusable = self.amx && dtype == DType::BF16 && k % 32 == 0; // 32 = amx::KSTEP
         if ws.len() > 1 && !amx_fusable {
             for (w, out) in ws.iter().zip(outs.iter_mut()) {
