@@ -256,9 +256,7 @@ impl Llama {
             } else {
                 k.add_rmsnorm(&mut x, &down, &layer.input_norm, eps, &mut h);
             }
-            layer.q_proj.matmul(k, &h, n, &mut q);
-            layer.k_proj.matmul(k, &h, n, &mut kn);
-            layer.v_proj.matmul(k, &h, n, &mut vn);
+            Weight::matmul_fused(k, &[&layer.q_proj, &layer.k_proj, &layer.v_proj], &h, n, &mut [&mut q, &mut kn, &mut vn]);
             for (row, cs) in rope_cs.chunks_exact(rope_width).enumerate() {
                 Rope::rotate(&mut q[row * q_dim..(row + 1) * q_dim], hd, cs);
                 Rope::rotate(&mut kn[row * kv_dim..(row + 1) * kv_dim], hd, cs);
@@ -277,8 +275,7 @@ impl Llama {
                 comm.all_reduce_sum(&mut o);
             }
             k.add_rmsnorm(&mut x, &o, &layer.post_attention_norm, eps, &mut h);
-            layer.gate_proj.matmul(k, &h, n, &mut gate);
-            layer.up_proj.matmul(k, &h, n, &mut up);
+            Weight::matmul_fused(k, &[&layer.gate_proj, &layer.up_proj], &h, n, &mut [&mut gate, &mut up]);
             silu_mul(&mut gate, &up);
             layer.down_proj.matmul(k, &gate, n, &mut down);
             if tp {

@@ -34,6 +34,20 @@ impl Weight {
         }
     }
 
+    /// `outs[i] = ws[i] · x` for weights reading the same activations (q/k/v, gate/up): dense ones
+    /// in one fused dispatch (activations converted and packed once), others one by one.
+    pub fn matmul_fused(kernels: &Kernels, ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
+        let dense: Option<Vec<&Matrix>> = ws.iter().map(|w| if let Weight::Dense(m) = w { Some(m) } else { None }).collect();
+        match dense {
+            Some(ms) => kernels.matmul_fused(x, n, &ms, outs),
+            None => {
+                for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                    w.matmul(kernels, x, n, out);
+                }
+            }
+        }
+    }
+
     /// Row `r` widened to f32 (embedding lookup).
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         match self {

@@ -7,6 +7,8 @@ pub mod huge;
 pub mod matrix;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
@@ -96,6 +98,18 @@ pub fn has_avx512_bf16() -> bool {
     }
 }
 
+/// Whether this process can use AMX bf16 tiles (CPUID, the kernel's permission, `LLM_CPU_AMX`).
+pub fn has_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     pub isa: Isa,
@@ -103,17 +117,20 @@ pub struct Kernels {
     /// compute in bfloat16, and only where the CPU has AVX512_BF16); otherwise weights are
     /// widened exactly to f32.
     pub bf16_dot: bool,
+    /// With `bf16_dot`: bf16 matmuls run on AMX tiles (`amx::available()`); rows the tiles do
+    /// not cover (m % 16, or k % 32 != 0) keep the `vdpbf16ps` kernel.
+    pub amx: bool,
 }
 
 impl Kernels {
     pub fn detect() -> Kernels {
-        Kernels { isa: Isa::detect(), bf16_dot: false }
+        Kernels { isa: Isa::detect(), bf16_dot: false, amx: false }
     }
 
     /// Kernels for `isa`, or an error if this CPU lacks it.
     pub fn with_isa(isa: Isa) -> Result<Kernels, String> {
         if Isa::available().contains(&isa) {
-            Ok(Kernels { isa, bf16_dot: false })
+            Ok(Kernels { isa, bf16_dot: false, amx: false })
         } else {
             Err(format!("this CPU does not support the {} kernels", isa.name()))
         }
@@ -122,12 +139,21 @@ impl Kernels {
     /// These kernels, computing bf16 weights against bf16-rounded activations when the CPU can
     /// (`vdpbf16ps`); unchanged elsewhere.
     pub fn with_bf16_activations(self) -> Kernels {
-        Kernels { bf16_dot: self.isa == Isa::Avx512 && has_avx512_bf16(), ..self }
+        let bf16_dot = self.isa == Isa::Avx512 && has_avx512_bf16();
+        Kernels { bf16_dot, amx: bf16_dot && has_amx(), ..self }
     }
 
-    /// The kernel path's name for logs ("avx512_bf16", "avx512", "avx2", "scalar").
+    /// These kernels with the AMX tiles switched off (the `vdpbf16ps` path), for tests and
+    /// comparisons on an AMX machine.
+    pub fn without_amx(self) -> Kernels {
+        Kernels { amx: false, ..self }
+    }
+
+    /// The kernel path's name for logs ("amx_bf16", "avx512_bf16", "avx512", "avx2", "scalar").
     pub fn name(&self) -> &'static str {
-        if self.bf16_dot {
+        if self.amx {
+            "amx_bf16"
+        } else if self.bf16_dot {
             "avx512_bf16"
         } else {
             self.isa.name()
@@ -137,47 +163,98 @@ impl Kernels {
     /// out (n x m) = x (n x k) · wᵀ, where w is m x k. Rows of w are split across the current
     /// rayon pool; each task reads its rows once for all n tokens.
     pub fn matmul(&self, x: &[f32], n: usize, w: &Matrix, out: &mut [f32]) {
-        let (m, k) = (w.rows, w.cols);
-        assert!(x.len() >= n * k && out.len() >= n * m, "matmul: buffer too small");
-        if n == 0 || m == 0 {
+        self.matmul_fused(x, n, &[w], &mut [out]);
+    }
+
+    /// outs[i] (n x m_i) = x · ws[i]ᵀ for several matrices that read the same activations (q/k/v,
+    /// gate/up): the activations are rounded to bf16 and packed for AMX once, and the row tasks of
+    /// every matrix go to the pool in one dispatch, so the small k/v projections do not each end
+    /// in a half-idle pool. Each row is computed exactly as `matmul` would (same tasks, kernels).
+    pub fn matmul_fused(&self, x: &[f32], n: usize, ws: &[&Matrix], outs: &mut [&mut [f32]]) {
+        assert_eq!(ws.len(), outs.len(), "matmul_fused: one output per matrix");
+        let Some(first) = ws.first() else { return };
+        let (k, dtype) = (first.cols, first.dtype);
+        if ws.iter().any(|w| w.cols != k || w.dtype != dtype) {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.matmul_fused(x, n, &[w], &mut [&mut **out]);
+            }
             return;
         }
-        let es = w.dtype.size();
+        // Only the AMX path fuses: there the activations are packed once for all the matrices; the
+        // other paths run them one by one as before (fusing showed no gain for them).
+        let amx_fusable = self.amx && dtype == DType::BF16 && k % 32 == 0; // 32 = amx::KSTEP
+        if ws.len() > 1 && !amx_fusable {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.matmul_fused(x, n, &[w], &mut [&mut **out]);
+            }
+            return;
+        }
+        assert!(x.len() >= n * k, "matmul: activations too small");
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            assert!(out.len() >= n * w.rows, "matmul: output too small");
+        }
+        if n == 0 {
+            return;
+        }
+        let es = dtype.size();
         #[cfg(target_arch = "x86_64")]
-        let x_bf16: Option<Vec<u16>> = (self.bf16_dot && w.dtype == DType::BF16).then(|| {
+        let x_bf16: Option<Vec<u16>> = (self.bf16_dot && dtype == DType::BF16).then(|| {
             let mut v = vec![0u16; n * k];
             // Safety: bf16_dot is only set where the CPU has AVX512_BF16.
             unsafe { avx512_bf16::to_bf16(&x[..n * k], &mut v) };
             v
         });
+        #[cfg(target_arch = "x86_64")]
+        let packed: Option<amx::Packed> = match &x_bf16 {
+            Some(xb) if self.amx && k % amx::KSTEP == 0 && ws.iter().any(|w| w.rows >= amx::TILE) => Some(amx::Packed::new(xb, n, k)),
+            _ => None,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let packed: Option<()> = None;
+        // AMX tasks hold whole pairs of 16-row tiles; the vdpbf16ps tiles go 4 rows at a time.
+        // The split depends on m, k and the pool size only, never on n (batch invariance).
+        let align = if packed.is_some() { 2 * 16 } else { 4 };
         let threads = rayon::current_num_threads().max(1);
-        let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(4) & !3;
-        let by_threads = m.div_ceil(threads * 4).next_multiple_of(4);
-        let rows_per_task = by_cache.min(by_threads).max(4);
-        let tasks = m.div_ceil(rows_per_task);
-        let out_ptr = SharedOut(out.as_mut_ptr());
-        let bytes = w.bytes();
-        let run = |task: usize| {
-            let r0 = task * rows_per_task;
-            let r1 = (r0 + rows_per_task).min(m);
-            let wb = &bytes[r0 * k * es..r1 * k * es];
+        let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, w) in ws.iter().enumerate() {
+            let m = w.rows;
+            let by_cache = (TASK_WEIGHT_BYTES / (k * es)).max(align) / align * align;
+            let by_threads = m.div_ceil(threads * 4).next_multiple_of(align);
+            let rows_per_task = by_cache.min(by_threads).max(align);
+            tasks.extend((0..m.div_ceil(rows_per_task)).map(|t| (i, t * rows_per_task, ((t + 1) * rows_per_task).min(m))));
+        }
+        let out_ptrs: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
+        let run = |&(i, r0, r1): &(usize, usize, usize)| {
+            let (w, out_ptr, m) = (ws[i], out_ptrs[i], ws[i].rows);
+            let wb = &w.bytes()[r0 * k * es..r1 * k * es];
             #[cfg(target_arch = "x86_64")]
             if let Some(xb) = &x_bf16 {
-                // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
-                unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, wb.as_ptr() as *const u16, r1 - r0, out_ptr.at(r0), m) };
+                // The last task's rows past a multiple of 16 (fixed by m, not by n) use vdpbf16ps.
+                let tiled = if packed.is_some() { (r1 - r0) / 16 * 16 } else { 0 };
+                if let Some(p) = &packed {
+                    // Safety: AMX is available (self.amx), wb holds `tiled` bf16 rows of k, and
+                    // tasks write disjoint columns.
+                    unsafe { amx::gemm_rows(p, wb.as_ptr() as *const u16, tiled, out_ptr.at(r0), m) };
+                }
+                if tiled < r1 - r0 {
+                    let rest = &wb[tiled * k * es..];
+                    // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
+                    unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, out_ptr.at(r0 + tiled), m) };
+                }
                 return;
             }
-            // Safety: tasks write disjoint columns r0..r1 of the n x m output.
-            unsafe { self.gemm_rows(x, n, k, wb, w.dtype, r1 - r0, out_ptr.at(r0), m) };
+            // Safety: tasks write disjoint columns r0..r1 of their matrix's n x m output.
+            unsafe { self.gemm_rows(x, n, k, wb, dtype, r1 - r0, out_ptr.at(r0), m) };
         };
-        if tasks == 1 {
-            run(0);
-        } else if n * m * k < SERIAL_MACS && m * k * es <= TASK_WEIGHT_BYTES {
+        let total_rows: usize = ws.iter().map(|w| w.rows).sum();
+        if tasks.len() == 1 {
+            run(&tasks[0]);
+        } else if n * total_rows * k < SERIAL_MACS && total_rows * k * es <= TASK_WEIGHT_BYTES {
             // Only for weights that fit in cache: a larger matrix at batch 1 is bandwidth-bound and
             // reads faster with every core streaming part of it.
-            (0..tasks).for_each(run);
+            tasks.iter().for_each(run);
         } else {
-            (0..tasks).into_par_iter().for_each(run);
+            tasks.par_iter().for_each(run);
         }
     }
 

@@ -100,7 +100,9 @@ fn bf16_dot_path_matches_scalar_on_bf16_rounded_activations() {
     }
     let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
     // Shapes cover the 32-wide k tail, the 4-row tail and every token-tile width (1..6, then 7+).
-    for &(n, m, k) in &[(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17)] {
+    // k = 3000 and 4100 (n = 17 and 9) with ragged tails, and n = 70 (prefill-sized, 12 token tiles).
+    let shapes = [(1, 7, 5), (3, 13, 172), (6, 64, 64), (7, 33, 100), (2, 130, 2048), (13, 9, 33), (1, 1000, 17), (17, 11, 3000), (9, 7, 4100), (70, 13, 100)];
+    for &(n, m, k) in &shapes {
         let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64));
         let x = pseudo_random(n * k, 11 + k as u64);
         let mut want = vec![0.0; n * m];
@@ -289,6 +291,95 @@ fn attend_heads_agrees_with_one_head_at_a_time() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The bf16 kernels this CPU has: AMX tiles (when present) and vdpbf16ps, each checked on its own.
+fn bf16_paths() -> Vec<Kernels> {
+    let fast = Kernels::detect().with_bf16_activations();
+    if !fast.bf16_dot {
+        return Vec::new();
+    }
+    if fast.amx {
+        vec![fast, fast.without_amx()]
+    } else {
+        vec![fast]
+    }
+}
+
+#[test]
+fn amx_and_vdpbf16ps_match_scalar_on_tile_shapes() {
+    let paths = bf16_paths();
+    if !paths.iter().any(|p| p.amx) {
+        eprintln!("no AMX on this CPU (or LLM_CPU_AMX=0): the tile shapes only run on vdpbf16ps");
+    }
+    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+    // k a multiple of 32 (AMX's k step) with 1, 2 and 64 steps; m with and without a 16-row tail
+    // and with an odd number of 16-row tiles; n below, at and past one and two 16-token tiles.
+    for &(n, m, k) in &[(1, 16, 32), (15, 48, 64), (16, 130, 2048), (17, 80, 96), (33, 1000, 64), (40, 32, 160), (5, 2050, 32)] {
+        let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (n * m * k) as u64 + 1));
+        let x = pseudo_random(n * k, 41 + k as u64);
+        let mut want = vec![0.0; n * m];
+        scalar.matmul(&round_to_bf16(&x), n, &w, &mut want);
+        for p in &paths {
+            let mut got = vec![f32::NAN; n * m];
+            p.matmul(&x, n, &w, &mut got);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                let tol = 1e-5 * (k as f32).sqrt() * (1.0 + b.abs());
+                assert!((a - b).abs() <= tol, "{} n={n} m={m} k={k} [{i}]: {a} vs {b}", p.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_tile_rows_do_not_depend_on_the_batch() {
+    // (70, 96) is AMX-eligible (k % 32 == 0, a 16-row tail): a token's row must be bit-identical
+    // alone, in one 16-token tile, in the second tile of a pair and in an odd last tile. (37, 2085)
+    // takes vdpbf16ps (k % 32 != 0): its tiles against the n = 1 row loop, for long k.
+    for (m, k) in [(70, 96), (37, 2085)] {
+        let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, 51));
+        let probe = pseudo_random(k, 52);
+        for p in bf16_paths() {
+            let mut alone = vec![0.0f32; m];
+            p.matmul(&probe, 1, &w, &mut alone);
+            for n in [2, 16, 17, 31, 32, 40, 70] {
+                for at in [0, n / 2, n - 1] {
+                    let mut x = pseudo_random(n * k, 60 + n as u64);
+                    x[at * k..(at + 1) * k].copy_from_slice(&probe);
+                    let mut out = vec![0.0f32; n * m];
+                    p.matmul(&x, n, &w, &mut out);
+                    let row = &out[at * m..(at + 1) * m];
+                    let same = row.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{} k={k}: row {at} of a batch of {n} differs", p.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_matmul_equals_separate_matmuls_bit_for_bit() {
+    // q/k/v-like shapes (one k, different m) and a mismatched k that must fall back to one by one.
+    let (n, k) = (5, 96);
+    let ws: Vec<Matrix> = [(64, k), (16, k), (20, k), (8, 40)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, kk))| matrix_of(DType::BF16, m, kk, &pseudo_random(m * kk, 70 + i as u64)))
+        .collect();
+    let x = pseudo_random(n * k, 80);
+    let mut paths = bf16_paths();
+    paths.extend(Isa::available().into_iter().map(|isa| Kernels::with_isa(isa).unwrap()));
+    for p in paths {
+        let mut fused: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.rows]).collect();
+        let refs: Vec<&Matrix> = ws.iter().collect();
+        let mut outs: Vec<&mut [f32]> = fused.iter_mut().map(|v| v.as_mut_slice()).collect();
+        p.matmul_fused(&x, n, &refs, &mut outs);
+        for (w, got) in ws.iter().zip(&fused) {
+            let mut want = vec![0.0f32; n * w.rows];
+            p.matmul(&x, n, w, &mut want);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} m={} k={}", p.name(), w.rows, w.cols);
         }
     }
 }
