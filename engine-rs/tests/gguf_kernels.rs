@@ -3,7 +3,7 @@
 //! and the RoPE row reordering round-trips.
 
 use half::f16;
-use llm_engine::gguf::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
+use llm_engine::gguf::dot::{vec_dot, vec_dot_rows, vec_dot_tile, Activations, Isa, TILE};
 use llm_engine::gguf::quants::{dequantize_row, quantize_q8};
 use llm_engine::gguf::rope_permute::{permute_rows, unpermute_rows};
 use llm_engine::gguf::{GgmlType, QMatrix};
@@ -133,6 +133,33 @@ fn token_tiles_equal_single_token_dots_bit_for_bit() {
                     vec_dot_tile(isa, t, &row, &refs, &mut out);
                     for k in 0..n {
                         assert_eq!(out[k].to_bits(), vec_dot(isa, t, &row, &acts[k]).to_bits(), "{t} {isa:?} {blocks} blocks, token {k} of {n}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn row_runs_equal_single_row_dots_bit_for_bit() {
+    // Decode dots several rows per activation load; every row must equal its one-row dot exactly,
+    // or a token's logits would depend on whether it was decoded alone or in a prompt tile.
+    let mut rng = Rng(9);
+    for t in GgmlType::ALL {
+        let block = t.block_len();
+        for &blocks in &[1usize, 2, 3, 18, 49] {
+            let cols = block * blocks;
+            let row_bytes = t.row_bytes(cols).unwrap();
+            let n_rows = 11; // two groups of 4 and a remainder of 3
+            let rows: Vec<u8> = (0..n_rows).flat_map(|_| random_row(t, cols, &mut rng)).collect();
+            let act = Activations::quantize(t, &random_x(cols, &mut rng));
+            for &isa in &Isa::available() {
+                for n in [1, 4, 5, n_rows] {
+                    let mut out = vec![0f32; n];
+                    vec_dot_rows(isa, t, &rows, row_bytes, &act, &mut out);
+                    for r in 0..n {
+                        let single = vec_dot(isa, t, &rows[r * row_bytes..(r + 1) * row_bytes], &act);
+                        assert_eq!(out[r].to_bits(), single.to_bits(), "{t} {isa:?} {blocks} blocks, row {r} of {n}");
                     }
                 }
             }

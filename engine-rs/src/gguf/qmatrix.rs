@@ -2,7 +2,7 @@
 //! being expanded to f32: activations are quantized per block, rows are dotted in place, rayon
 //! splits the rows across threads.
 
-use super::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
+use super::dot::{vec_dot_rows, vec_dot_tile, Activations, Isa, TILE};
 use super::dtype::GgmlType;
 use super::quants::dequantize_row;
 use rayon::prelude::*;
@@ -78,9 +78,9 @@ impl QMatrix {
         let chunk_rows = (self.rows / (rayon::current_num_threads() * 8)).clamp(16, 1024);
         if n_tokens == 1 {
             out.par_chunks_mut(chunk_rows).enumerate().for_each(|(c, dst)| {
-                for (i, o) in dst.iter_mut().enumerate() {
-                    *o = vec_dot(isa, self.dtype, self.row(c * chunk_rows + i), &acts[0]);
-                }
+                let first = c * chunk_rows;
+                let rows = &self.bytes()[first * self.row_bytes..(first + dst.len()) * self.row_bytes];
+                vec_dot_rows(isa, self.dtype, rows, self.row_bytes, &acts[0], dst);
             });
             return;
         }
