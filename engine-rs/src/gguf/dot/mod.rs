@@ -146,3 +146,38 @@ pub fn vec_dot_rows(isa: Isa, weight_type: GgmlType, rows: &[u8], row_bytes: usi
         *o = vec_dot(isa, weight_type, &rows[i * row_bytes..(i + 1) * row_bytes], act);
     }
 }
+
+/// Rows one `vec_dot_tile_rows` call takes.
+#[cfg(target_arch = "x86_64")]
+pub const TILE_ROWS: usize = avx512_tile::TILE_ROWS;
+#[cfg(not(target_arch = "x86_64"))]
+pub const TILE_ROWS: usize = 1;
+
+/// `out[r][k] = row r · acts[k]` for TILE_ROWS consecutive rows of `row_bytes` at the start of `rows`
+/// and up to TILE tokens; false (nothing written) where no kernel covers `weight_type` on `isa`, and the
+/// caller takes `vec_dot_tile` row by row. Results are bit-identical to `vec_dot` (tests check it).
+pub fn vec_dot_tile_rows(
+    isa: Isa,
+    weight_type: GgmlType,
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[&Activations],
+    out: &mut [[f32; TILE]; TILE_ROWS],
+) -> bool {
+    assert!(acts.len() <= TILE && rows.len() >= TILE_ROWS * row_bytes);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        let mut q8: [&[Q8Block]; TILE] = [&[]; TILE];
+        let all_q8 = acts.iter().zip(q8.iter_mut()).all(|(a, slot)| match a {
+            Activations::Q8(b) => {
+                *slot = b.as_slice();
+                true
+            }
+            _ => false,
+        });
+        // SAFETY: `isa` is Avx512 only when `Isa::detect` found those features.
+        return all_q8 && unsafe { avx512_tile::dot_tile_rows(weight_type, rows, row_bytes, &q8[..acts.len()], out) };
+    }
+    let _ = (isa, weight_type, out);
+    false
+}
