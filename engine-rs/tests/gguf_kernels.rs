@@ -3,7 +3,7 @@
 //! and the RoPE row reordering round-trips.
 
 use half::f16;
-use llm_engine::gguf::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
+use llm_engine::gguf::dot::{vec_dot, vec_dot_rows, vec_dot_tile, vec_dot_tile_rows, Activations, Isa, TILE, TILE_ROWS};
 use llm_engine::gguf::quants::{dequantize_row, quantize_q8};
 use llm_engine::gguf::rope_permute::{permute_rows, unpermute_rows};
 use llm_engine::gguf::{GgmlType, QMatrix};
@@ -137,6 +137,70 @@ fn token_tiles_equal_single_token_dots_bit_for_bit() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn row_runs_equal_single_row_dots_bit_for_bit() {
+    // Decode dots several rows per activation load; every row must equal its one-row dot exactly,
+    // or a token's logits would depend on whether it was decoded alone or in a prompt tile.
+    let mut rng = Rng(9);
+    for t in GgmlType::ALL {
+        let block = t.block_len();
+        for &blocks in &[1usize, 2, 3, 18, 49] {
+            let cols = block * blocks;
+            let row_bytes = t.row_bytes(cols).unwrap();
+            let n_rows = 11; // two groups of 4 and a remainder of 3
+            let rows: Vec<u8> = (0..n_rows).flat_map(|_| random_row(t, cols, &mut rng)).collect();
+            let act = Activations::quantize(t, &random_x(cols, &mut rng));
+            for &isa in &Isa::available() {
+                for n in [1, 4, 5, n_rows] {
+                    let mut out = vec![0f32; n];
+                    vec_dot_rows(isa, t, &rows, row_bytes, &act, &mut out);
+                    for r in 0..n {
+                        let single = vec_dot(isa, t, &rows[r * row_bytes..(r + 1) * row_bytes], &act);
+                        assert_eq!(out[r].to_bits(), single.to_bits(), "{t} {isa:?} {blocks} blocks, row {r} of {n}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn row_token_tiles_equal_single_dots_bit_for_bit() {
+    // Prefill's rows × tokens tiles form the block scales as vector products; each result must still
+    // equal the one-row, one-token dot exactly (batch invariance).
+    let mut rng = Rng(13);
+    let mut covered = 0;
+    for t in GgmlType::ALL {
+        let block = t.block_len();
+        for &blocks in &[1usize, 2, 3, 18, 49] {
+            let cols = block * blocks;
+            let row_bytes = t.row_bytes(cols).unwrap();
+            let rows: Vec<u8> = (0..TILE_ROWS).flat_map(|_| random_row(t, cols, &mut rng)).collect();
+            let acts: Vec<Activations> = (0..TILE).map(|_| Activations::quantize(t, &random_x(cols, &mut rng))).collect();
+            for &isa in &Isa::available() {
+                for n in 1..=TILE {
+                    let refs: Vec<&Activations> = acts[..n].iter().collect();
+                    let mut out = [[0f32; TILE]; TILE_ROWS];
+                    if !vec_dot_tile_rows(isa, t, &rows, row_bytes, &refs, &mut out) {
+                        continue;
+                    }
+                    covered += 1;
+                    for r in 0..TILE_ROWS {
+                        for k in 0..n {
+                            let single = vec_dot(isa, t, &rows[r * row_bytes..(r + 1) * row_bytes], &acts[k]);
+                            assert_eq!(out[r][k].to_bits(), single.to_bits(), "{t} {isa:?} {blocks} blocks, row {r} token {k} of {n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // On a CPU with AVX-512 the Q4_0 and Q4_1 kernels must have run.
+    if Isa::available().contains(&Isa::Avx512) {
+        assert_eq!(covered, 2 * 5 * TILE);
     }
 }
 

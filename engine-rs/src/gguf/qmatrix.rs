@@ -2,7 +2,7 @@
 //! being expanded to f32: activations are quantized per block, rows are dotted in place, rayon
 //! splits the rows across threads.
 
-use super::dot::{vec_dot, vec_dot_tile, Activations, Isa, TILE};
+use super::dot::{vec_dot_rows, vec_dot_tile, vec_dot_tile_rows, Activations, Isa, TILE, TILE_ROWS};
 use super::dtype::GgmlType;
 use super::quants::dequantize_row;
 use rayon::prelude::*;
@@ -78,9 +78,9 @@ impl QMatrix {
         let chunk_rows = (self.rows / (rayon::current_num_threads() * 8)).clamp(16, 1024);
         if n_tokens == 1 {
             out.par_chunks_mut(chunk_rows).enumerate().for_each(|(c, dst)| {
-                for (i, o) in dst.iter_mut().enumerate() {
-                    *o = vec_dot(isa, self.dtype, self.row(c * chunk_rows + i), &acts[0]);
-                }
+                let first = c * chunk_rows;
+                let rows = &self.bytes()[first * self.row_bytes..(first + dst.len()) * self.row_bytes];
+                vec_dot_rows(isa, self.dtype, rows, self.row_bytes, &acts[0], dst);
             });
             return;
         }
@@ -95,14 +95,26 @@ impl QMatrix {
         (0..chunks).into_par_iter().for_each(|c| {
             let first = c * chunk_rows;
             let last = (first + chunk_rows).min(rows_total);
-            let mut res = [0f32; TILE];
+            let mut res = [[0f32; TILE]; TILE_ROWS];
             for (ti, tile) in act_refs.chunks(TILE).enumerate() {
-                for r in first..last {
-                    vec_dot_tile(isa, self.dtype, self.row(r), tile, &mut res[..tile.len()]);
-                    for (k, &v) in res[..tile.len()].iter().enumerate() {
-                        // SAFETY: (token, row) pairs are disjoint across tasks and inside `out` (checked above).
-                        unsafe { *dst.at((ti * TILE + k) * rows_total + r) = v };
+                let mut r = first;
+                while r < last {
+                    // TILE_ROWS rows at once where a kernel has them, else one row.
+                    let n_rows = if r + TILE_ROWS <= last
+                        && vec_dot_tile_rows(isa, self.dtype, &self.bytes()[r * self.row_bytes..], self.row_bytes, tile, &mut res)
+                    {
+                        TILE_ROWS
+                    } else {
+                        vec_dot_tile(isa, self.dtype, self.row(r), tile, &mut res[0][..tile.len()]);
+                        1
+                    };
+                    for (j, row_res) in res[..n_rows].iter().enumerate() {
+                        for (k, &v) in row_res[..tile.len()].iter().enumerate() {
+                            // SAFETY: (token, row) pairs are disjoint across tasks and inside `out` (checked above).
+                            unsafe { *dst.at((ti * TILE + k) * rows_total + r + j) = v };
+                        }
                     }
+                    r += n_rows;
                 }
             }
         });

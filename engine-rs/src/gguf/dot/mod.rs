@@ -9,6 +9,8 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
+pub mod avx512_rows;
+#[cfg(target_arch = "x86_64")]
 pub mod avx512_tile;
 
 use super::dtype::GgmlType;
@@ -117,4 +119,65 @@ pub fn vec_dot_tile(isa: Isa, weight_type: GgmlType, row: &[u8], acts: &[&Activa
     for (o, a) in out.iter_mut().zip(acts) {
         *o = vec_dot(isa, weight_type, row, a);
     }
+}
+
+/// `out[r] = row r · act` for `out.len()` consecutive rows of `row_bytes` each at the start of `rows`
+/// (decode: one token against a run of rows). Groups of rows share each activation load where a
+/// kernel exists; every result is bit-identical to `vec_dot(isa, ..)` of that row alone (tests check it).
+pub fn vec_dot_rows(isa: Isa, weight_type: GgmlType, rows: &[u8], row_bytes: usize, act: &Activations, out: &mut [f32]) {
+    assert!(rows.len() >= out.len() * row_bytes);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        if let Activations::Q8(a) = act {
+            const R: usize = avx512_rows::ROWS;
+            let mut res = [0f32; R];
+            while done + R <= out.len() {
+                // SAFETY: `isa` is Avx512 only when `Isa::detect` found those features.
+                if !unsafe { avx512_rows::dot_rows(weight_type, &rows[done * row_bytes..], row_bytes, a, &mut res) } {
+                    break;
+                }
+                out[done..done + R].copy_from_slice(&res);
+                done += R;
+            }
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(done) {
+        *o = vec_dot(isa, weight_type, &rows[i * row_bytes..(i + 1) * row_bytes], act);
+    }
+}
+
+/// Rows one `vec_dot_tile_rows` call takes.
+#[cfg(target_arch = "x86_64")]
+pub const TILE_ROWS: usize = avx512_tile::TILE_ROWS;
+#[cfg(not(target_arch = "x86_64"))]
+pub const TILE_ROWS: usize = 1;
+
+/// `out[r][k] = row r · acts[k]` for TILE_ROWS consecutive rows of `row_bytes` at the start of `rows`
+/// and up to TILE tokens; false (nothing written) where no kernel covers `weight_type` on `isa`, and the
+/// caller takes `vec_dot_tile` row by row. Results are bit-identical to `vec_dot` (tests check it).
+pub fn vec_dot_tile_rows(
+    isa: Isa,
+    weight_type: GgmlType,
+    rows: &[u8],
+    row_bytes: usize,
+    acts: &[&Activations],
+    out: &mut [[f32; TILE]; TILE_ROWS],
+) -> bool {
+    assert!(acts.len() <= TILE && rows.len() >= TILE_ROWS * row_bytes);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        let mut q8: [&[Q8Block]; TILE] = [&[]; TILE];
+        let all_q8 = acts.iter().zip(q8.iter_mut()).all(|(a, slot)| match a {
+            Activations::Q8(b) => {
+                *slot = b.as_slice();
+                true
+            }
+            _ => false,
+        });
+        // SAFETY: `isa` is Avx512 only when `Isa::detect` found those features.
+        return all_q8 && unsafe { avx512_tile::dot_tile_rows(weight_type, rows, row_bytes, &q8[..acts.len()], out) };
+    }
+    let _ = (isa, weight_type, out);
+    false
 }
