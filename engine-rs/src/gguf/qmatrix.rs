@@ -5,6 +5,7 @@
 use super::dot::{vec_dot_rows, vec_dot_tile, vec_dot_tile_rows, Activations, Isa, TILE, TILE_ROWS};
 use super::dtype::GgmlType;
 use super::quants::dequantize_row;
+use crate::backend::cpu::SharedOut;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -121,16 +122,6 @@ impl QMatrix {
     }
 }
 
-/// `out`'s pointer shared by the row-chunk tasks, which write disjoint elements.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-impl SharedOut {
-    fn at(self, i: usize) -> *mut f32 {
-        unsafe { self.0.add(i) }
-    }
-}
 
 impl std::fmt::Debug for QMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

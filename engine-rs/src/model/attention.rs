@@ -1,6 +1,6 @@
 //! Causal grouped-query attention of one forward pass over the KV slots each sequence names.
 
-use crate::backend::cpu::Kernels;
+use crate::backend::cpu::{Kernels, SharedOut};
 use rayon::prelude::*;
 
 /// Shape of the attention heads.
@@ -19,10 +19,6 @@ pub struct SeqSpan<'a> {
     pub slots: &'a [u32],
 }
 
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// Below this many multiply-adds (scores plus V sum, whole batch) attention runs on the calling
 /// thread: a tiny model's step (stories260K: ~0.6M per layer at 64 streams) costs less than waking
@@ -60,7 +56,7 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
         let at = row * q_dim + kvh * group * head_dim;
         let len = run_len * group * head_dim;
         // Safety: each item writes only its own heads of its own row.
-        let dst = unsafe { std::slice::from_raw_parts_mut({ out_ptr }.0.add(at), len) };
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(at), len) };
         let slots = &span.slots[..visible];
         kernels.attend_heads(&q[at..at + len], run_len, group, k_cache, v_cache, slots, kv_dim, kvh * head_dim, scale, dst, scratch);
     };

@@ -65,13 +65,14 @@ impl Isa {
     }
 }
 
-/// A raw output pointer shared by tasks that write disjoint elements.
+/// A raw output pointer shared by tasks that write disjoint elements (matmul row tasks, quantized
+/// row chunks, attention heads): each writer's safety argument is that no two tasks touch one element.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 impl SharedOut {
-    fn at(self, i: usize) -> *mut f32 {
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
         unsafe { self.0.add(i) }
     }
 }

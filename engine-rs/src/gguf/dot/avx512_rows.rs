@@ -7,6 +7,7 @@
 //! result is bit-identical to the one-row dot and to the token tiles of prefill.
 
 use super::avx2::{f16_at, hsum};
+use super::avx512::{nibbles, pair_i, pair_scale, load_y};
 use crate::gguf::dtype::GgmlType;
 use crate::gguf::quants::Q8Block;
 use std::arch::x86_64::*;
@@ -28,31 +29,6 @@ pub unsafe fn dot_rows(t: GgmlType, rows: &[u8], row_bytes: usize, act: &[Q8Bloc
         _ => return false,
     };
     true
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
-    let q = _mm_loadu_si128(p as *const __m128i);
-    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn pair_i(lo: __m256i, hi: __m256i) -> __m512i {
-    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn pair_scale(lo: f32, hi: f32) -> __m512 {
-    _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn load_y(y: &Q8Block) -> __m256i {
-    _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i)
 }
 
 #[inline]
