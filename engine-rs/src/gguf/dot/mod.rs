@@ -103,17 +103,11 @@ pub fn vec_dot_tile(isa: Isa, weight_type: GgmlType, row: &[u8], acts: &[&Activa
     assert!(acts.len() <= TILE && out.len() >= acts.len());
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        let mut q8: [&[Q8Block]; TILE] = [&[]; TILE];
-        let all_q8 = acts.iter().zip(q8.iter_mut()).all(|(a, slot)| match a {
-            Activations::Q8(b) => {
-                *slot = b.as_slice();
-                true
-            }
-            _ => false,
-        });
         // SAFETY: `isa` is Avx512 only when `Isa::detect` found those features.
-        if all_q8 && unsafe { avx512_tile::dot_tile(weight_type, row, &q8[..acts.len()], out) } {
-            return;
+        if let Some(q8) = q8_blocks(acts) {
+            if unsafe { avx512_tile::dot_tile(weight_type, row, &q8[..acts.len()], out) } {
+                return;
+            }
         }
     }
     for (o, a) in out.iter_mut().zip(acts) {
@@ -147,6 +141,19 @@ pub fn vec_dot_rows(isa: Isa, weight_type: GgmlType, rows: &[u8], row_bytes: usi
     }
 }
 
+/// The tokens' Q8 blocks, when every one of them is Q8-quantized (the tile kernels' input).
+#[cfg(target_arch = "x86_64")]
+fn q8_blocks<'a>(acts: &[&'a Activations]) -> Option<[&'a [Q8Block]; TILE]> {
+    let mut q8: [&[Q8Block]; TILE] = [&[]; TILE];
+    for (a, slot) in acts.iter().zip(q8.iter_mut()) {
+        match a {
+            Activations::Q8(b) => *slot = b.as_slice(),
+            _ => return None,
+        }
+    }
+    Some(q8)
+}
+
 /// Rows one `vec_dot_tile_rows` call takes.
 #[cfg(target_arch = "x86_64")]
 pub const TILE_ROWS: usize = avx512_tile::TILE_ROWS;
@@ -167,16 +174,8 @@ pub fn vec_dot_tile_rows(
     assert!(acts.len() <= TILE && rows.len() >= TILE_ROWS * row_bytes);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
-        let mut q8: [&[Q8Block]; TILE] = [&[]; TILE];
-        let all_q8 = acts.iter().zip(q8.iter_mut()).all(|(a, slot)| match a {
-            Activations::Q8(b) => {
-                *slot = b.as_slice();
-                true
-            }
-            _ => false,
-        });
         // SAFETY: `isa` is Avx512 only when `Isa::detect` found those features.
-        return all_q8 && unsafe { avx512_tile::dot_tile_rows(weight_type, rows, row_bytes, &q8[..acts.len()], out) };
+        return q8_blocks(acts).is_some_and(|q8| unsafe { avx512_tile::dot_tile_rows(weight_type, rows, row_bytes, &q8[..acts.len()], out) });
     }
     let _ = (isa, weight_type, out);
     false
