@@ -202,7 +202,8 @@ impl Llama {
     }
 
     /// The forward pass of this rank; `comm` joins the ranks' partial sums (a no-op at tp = 1).
-    /// Returns the logits on rank 0 (every rank computes them; only rank 0's are used).
+    /// Returns the logits on rank 0; the other ranks compute their vocabulary slice for the gather
+    /// and return none.
     pub(crate) fn run(&self, batch: &[ForwardSeq], kv: &mut KvCache, comm: &dyn Communicator) -> Vec<f32> {
         let c = &self.config;
         let k = &self.kernels;
@@ -350,10 +351,14 @@ impl Model for Llama {
     }
 }
 
-/// Joins the ranks' vocabulary slices of `rows` logits rows into full rows of `vocab` floats.
+/// Joins the ranks' vocabulary slices of `rows` logits rows into full rows of `vocab` floats on rank 0
+/// (the only rank whose logits are sampled); the other ranks take part in the gather and return none.
 fn gather_vocab(comm: &dyn Communicator, local: &[f32], rows: usize, vocab: usize) -> Vec<f32> {
     let mut by_rank = vec![0.0f32; rows * vocab];
     comm.all_gather(local, &mut by_rank);
+    if comm.rank() != 0 {
+        return Vec::new();
+    }
     // by_rank holds rank 0's rows × slice_0, then rank 1's rows × slice_1, ...
     let mut out = vec![0.0f32; rows * vocab];
     let (mut at, mut col) = (0, 0);
