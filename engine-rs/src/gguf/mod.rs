@@ -12,8 +12,10 @@
 pub mod dot;
 pub mod dtype;
 pub mod file;
+pub mod interleaved;
 pub mod llama_meta;
 pub mod names;
+pub mod pack_arena;
 pub mod qmatrix;
 pub mod quants;
 pub mod rope_permute;

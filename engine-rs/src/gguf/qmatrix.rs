@@ -4,10 +4,12 @@
 
 use super::dot::{vec_dot_rows, vec_dot_tile, vec_dot_tile_rows, Activations, Isa, TILE, TILE_ROWS};
 use super::dtype::GgmlType;
+use super::interleaved::{Interleaved, PackedKind};
+use super::pack_arena::PackArena;
 use super::quants::dequantize_row;
 use crate::backend::cpu::SharedOut;
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Bytes a matrix can borrow from: a mapped GGUF file, or an owned buffer (e.g. re-ordered rows).
 pub type WeightSource = Arc<dyn AsRef<[u8]> + Send + Sync>;
@@ -22,6 +24,17 @@ pub struct QMatrix {
     source: WeightSource,
     start: usize,
     row_bytes: usize,
+    /// The row-interleaved copy the AVX-512 kernels multiply (made at first use; None where the type
+    /// has no such kernel or `LLM_GGUF_INTERLEAVE=0`).
+    interleaved: Arc<OnceLock<Option<Interleaved>>>,
+    /// Where that copy goes: the model's shared arena when the loader gave one.
+    arena: Option<Arc<PackArena>>,
+}
+
+/// `LLM_GGUF_INTERLEAVE=0` keeps the GGUF-order kernels (A/B measurements).
+fn interleave_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LLM_GGUF_INTERLEAVE").map_or(true, |v| v != "0"))
 }
 
 impl QMatrix {
@@ -35,7 +48,7 @@ impl QMatrix {
         if start.checked_add(len).map_or(true, |end| end > have) {
             return Err(format!("{rows}×{cols} {dtype} needs {len} bytes at {start}, source has {have}"));
         }
-        Ok(QMatrix { dtype, rows, cols, source, start, row_bytes })
+        Ok(QMatrix { dtype, rows, cols, source, start, row_bytes, interleaved: Arc::default(), arena: None })
     }
 
     pub fn from_vec(dtype: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<QMatrix, String> {
@@ -59,6 +72,23 @@ impl QMatrix {
         dequantize_row(self.dtype, self.row(r), &mut out[..self.cols]);
     }
 
+    /// Packs this matrix's row-interleaved copy (when it gets one) into `arena`, shared with the model's
+    /// other matrices so they sit in huge pages together.
+    pub fn with_arena(mut self, arena: Arc<PackArena>) -> QMatrix {
+        self.arena = Some(arena);
+        self
+    }
+
+    /// The row-interleaved copy, packed on first call (Q4_0, Q4_1, Q8_0).
+    fn interleaved(&self) -> Option<&Interleaved> {
+        self.interleaved
+            .get_or_init(|| {
+                let kind = PackedKind::of(self.dtype).filter(|_| interleave_enabled())?;
+                Interleaved::pack(kind, self.rows, self.cols / 32, self.bytes(), self.arena.as_deref()).ok()
+            })
+            .as_ref()
+    }
+
     /// `out[t * rows + r] = Σ_c self[r, c] * x[t * cols + c]` for `n_tokens` rows of `x`.
     pub fn matmul(&self, x: &[f32], n_tokens: usize, out: &mut [f32]) {
         self.matmul_with(Isa::detect(), x, n_tokens, out)
@@ -70,6 +100,20 @@ impl QMatrix {
         assert_eq!(out.len(), n_tokens * self.rows, "matmul: out has {} floats, expected {n_tokens}×{}", out.len(), self.rows);
         if n_tokens == 0 || self.rows == 0 {
             return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            if let Some(packed) = self.interleaved() {
+                let acts: Vec<Vec<super::quants::Q8Block>> = if n_tokens > 1 {
+                    x.par_chunks(self.cols).map(super::quants::quantize_q8).collect()
+                } else {
+                    vec![super::quants::quantize_q8(x)]
+                };
+                let refs: Vec<&[super::quants::Q8Block]> = acts.iter().map(|a| a.as_slice()).collect();
+                // SAFETY: `isa` is Avx512 only when `Isa::detect` found its features.
+                unsafe { packed.matmul(&refs, out) };
+                return;
+            }
         }
         let acts: Vec<Activations> = if n_tokens > 1 {
             x.par_chunks(self.cols).map(|xt| Activations::quantize(self.dtype, xt)).collect()
@@ -134,7 +178,7 @@ impl std::fmt::Debug for QMatrix {
 impl QMatrix {
     pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> QMatrix {
         assert!(rows.end <= self.rows);
-        QMatrix { rows: rows.len(), start: self.start + rows.start * self.row_bytes, ..self.clone() }
+        QMatrix { rows: rows.len(), start: self.start + rows.start * self.row_bytes, interleaved: Arc::default(), ..self.clone() }
     }
 
     pub fn slice_cols(&self, cols: std::ops::Range<usize>) -> Result<QMatrix, String> {

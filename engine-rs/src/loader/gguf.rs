@@ -9,6 +9,7 @@ use crate::backend::cpu::Kernels;
 use crate::config::ModelConfig;
 use crate::gguf::llama_meta::LlamaParams;
 use crate::gguf::names::layer_tensor;
+use crate::gguf::pack_arena::PackArena;
 use crate::gguf::quants::dequantize_row;
 use crate::gguf::rope_permute::unpermute_rows;
 use crate::gguf::{GgufFile, QMatrix, TensorInfo};
@@ -92,7 +93,7 @@ pub fn config_of(file: &GgufFile) -> Result<ModelConfig, String> {
 pub fn load_llama(path: &Path, compute: GgufCompute, kernels: Kernels) -> Result<Llama, String> {
     let file = Arc::new(GgufFile::open(path).map_err(|e| e.0)?);
     let config = config_of(&file)?;
-    let builder = Builder { file: file.clone(), compute };
+    let builder = Builder { file: file.clone(), compute, arena: PackArena::new() };
     let c = &config;
     let (hidden, inter) = (c.hidden_size, c.intermediate_size);
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
@@ -137,6 +138,8 @@ fn rope_of(file: &GgufFile, c: &ModelConfig) -> Result<Rope, String> {
 struct Builder {
     file: Arc<GgufFile>,
     compute: GgufCompute,
+    /// Shared by the model's quantized matrices for their row-interleaved copies.
+    arena: Arc<PackArena>,
 }
 
 impl Builder {
@@ -176,7 +179,7 @@ impl Builder {
 
     fn finish(&self, q: QMatrix) -> Weight {
         match self.compute {
-            GgufCompute::Stored => Weight::Quantized(q),
+            GgufCompute::Stored => Weight::Quantized(q.with_arena(self.arena.clone())),
             GgufCompute::Dense(dtype) => {
                 let mut values = vec![0f32; q.rows * q.cols];
                 values.par_chunks_mut(q.cols).enumerate().for_each(|(r, row)| q.dequantize_row(r, row));

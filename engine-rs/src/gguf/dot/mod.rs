@@ -12,6 +12,8 @@ pub mod avx512;
 pub mod avx512_rows;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_tile;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_groups;
 
 use super::dtype::GgmlType;
 use super::quants::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};

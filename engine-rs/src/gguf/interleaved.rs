@@ -1,0 +1,215 @@
+//! Q4_0 / Q4_1 / Q8_0 weights re-laid at first use so one 512-bit register holds 16 rows at once.
+//!
+//! Why: in GGUF order a row's 32-value blocks follow each other, so a SIMD dot product of one row
+//! ends in a horizontal sum and pays scalar work (f16 scales, offsets) per block per row; that kept
+//! batch-1 decode at ~1.5 multiply-adds per cycle. Here rows go in groups of `GROUP` (16), and within a
+//! group each block is stored "row-interleaved": 32-bit lane `r` of a register holds 4 consecutive
+//! values of row `r` (VNNI order), so `vpdpbusd` against 4 activation bytes broadcast to every lane
+//! yields 16 rows' partial sums with no reduction, and the 16 scales convert in one instruction.
+//! The same order is what an AMX int8 B tile wants.
+//!
+//! Layout of one group (all blocks of its 16 rows), each region contiguous:
+//! - `qs`: per block `QS_BYTES` (Q4: 4 registers of 64 bytes, register `p` lane `r` = row `r`'s packed
+//!   bytes `4p..4p+4`, i.e. values `4p..4p+4` in the low nibbles and `16+4p..16+4p+4` in the high ones,
+//!   exactly GGUF's byte order; Q8_0: 8 registers, register `p` lane `r` = values `4p..4p+4` of row `r`
+//!   plus 128, as unsigned bytes, so `vpdpbusd`'s unsigned operand is the weight);
+//! - `d`: per block the 16 rows' f16 scales;
+//! - `m`: per block the 16 rows' f16 minimums (Q4_1 only).
+//!
+//! Rows past the last group's end are zero (scale 0): computed, never written out. The packed copy has
+//! the same size as the GGUF tensor; it lives in the model's huge-page arena (`pack_arena.rs`: decode
+//! streams it once per token).
+
+use super::dtype::GgmlType;
+use super::quants::Q8Block;
+use super::pack_arena::{ArenaSlice, PackArena};
+#[cfg(target_arch = "x86_64")]
+use crate::backend::cpu::SharedOut;
+#[cfg(target_arch = "x86_64")]
+use rayon::prelude::*;
+
+/// Rows per group: one 512-bit register of 32-bit lanes.
+pub const GROUP: usize = 16;
+
+/// Which block format a packed matrix holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackedKind {
+    /// value = d · (q − 8), q a nibble.
+    Q4_0,
+    /// value = d · q + m, q a nibble.
+    Q4_1,
+    /// value = d · q, q a signed byte (stored as q + 128).
+    Q8_0,
+}
+
+impl PackedKind {
+    pub fn of(t: GgmlType) -> Option<PackedKind> {
+        match t {
+            GgmlType::Q4_0 => Some(PackedKind::Q4_0),
+            GgmlType::Q4_1 => Some(PackedKind::Q4_1),
+            GgmlType::Q8_0 => Some(PackedKind::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one block of `GROUP` rows' quantized values.
+    pub const fn qs_bytes(self) -> usize {
+        match self {
+            PackedKind::Q4_0 | PackedKind::Q4_1 => GROUP * 16,
+            PackedKind::Q8_0 => GROUP * 32,
+        }
+    }
+
+    /// GGUF bytes of one 32-value block of one row: (scale offset, min offset, values offset, block bytes).
+    const fn gguf_block(self) -> (usize, Option<usize>, usize, usize) {
+        match self {
+            PackedKind::Q4_0 => (0, None, 2, 18),
+            PackedKind::Q4_1 => (0, Some(2), 4, 20),
+            PackedKind::Q8_0 => (0, None, 2, 34),
+        }
+    }
+}
+
+/// A row-interleaved copy of a `rows × (blocks · 32)` quantized matrix.
+pub struct Interleaved {
+    pub kind: PackedKind,
+    pub rows: usize,
+    /// 32-value blocks per row.
+    pub blocks: usize,
+    buf: ArenaSlice,
+}
+
+/// Where one group's regions start, as pointers the kernels read.
+pub struct GroupPtrs {
+    pub qs: *const u8,
+    pub d: *const u16,
+    /// Null unless the kind is Q4_1.
+    pub m: *const u16,
+}
+
+impl Interleaved {
+    /// Packs `rows` rows of `row_bytes` GGUF bytes each (`blocks` blocks per row) from `src`, into
+    /// `arena` when given (one model's matrices share huge pages), else into a mapping of its own.
+    pub fn pack(kind: PackedKind, rows: usize, blocks: usize, src: &[u8], arena: Option<&PackArena>) -> Result<Interleaved, String> {
+        let (d_at, m_at, qs_at, block_bytes) = kind.gguf_block();
+        let row_bytes = blocks * block_bytes;
+        assert!(src.len() >= rows * row_bytes, "interleave: {} bytes for {rows} rows of {row_bytes}", src.len());
+        let groups = rows.div_ceil(GROUP);
+        let len = groups * Self::group_bytes_of(kind, blocks);
+        let buf = match arena {
+            Some(a) => a.alloc(len)?,
+            None => ArenaSlice::standalone(len)?,
+        };
+        let mut packed = Interleaved { kind, rows, blocks, buf };
+        let group_bytes = packed.group_bytes();
+        let (qs_len, scales_len) = (blocks * kind.qs_bytes(), blocks * GROUP * 2);
+        let out = packed.buf.bytes_mut();
+        for g in 0..groups {
+            let base = g * group_bytes;
+            for r in 0..GROUP.min(rows - g * GROUP) {
+                let row = &src[(g * GROUP + r) * row_bytes..][..row_bytes];
+                for b in 0..blocks {
+                    let blk = &row[b * block_bytes..][..block_bytes];
+                    let scale_at = |region: usize| base + region + (b * GROUP + r) * 2;
+                    out[scale_at(qs_len)..][..2].copy_from_slice(&blk[d_at..d_at + 2]);
+                    if let Some(m_at) = m_at {
+                        out[scale_at(qs_len + scales_len)..][..2].copy_from_slice(&blk[m_at..m_at + 2]);
+                    }
+                    let qs = &blk[qs_at..];
+                    let dst = base + b * kind.qs_bytes() + r * 4;
+                    match kind {
+                        PackedKind::Q4_0 | PackedKind::Q4_1 => {
+                            for p in 0..4 {
+                                out[dst + p * 64..][..4].copy_from_slice(&qs[4 * p..4 * p + 4]);
+                            }
+                        }
+                        PackedKind::Q8_0 => {
+                            for p in 0..8 {
+                                for j in 0..4 {
+                                    out[dst + p * 64 + j] = qs[4 * p + j] ^ 0x80;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(packed)
+    }
+
+    fn group_bytes_of(kind: PackedKind, blocks: usize) -> usize {
+        let scales = if kind == PackedKind::Q4_1 { 2 } else { 1 };
+        blocks * (kind.qs_bytes() + scales * GROUP * 2)
+    }
+
+    pub fn group_bytes(&self) -> usize {
+        Self::group_bytes_of(self.kind, self.blocks)
+    }
+
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP)
+    }
+
+    pub fn group(&self, g: usize) -> GroupPtrs {
+        assert!(g < self.groups());
+        let base = unsafe { self.buf.bytes().as_ptr().add(g * self.group_bytes()) };
+        let qs_len = self.blocks * self.kind.qs_bytes();
+        let scales_len = self.blocks * GROUP * 2;
+        // SAFETY: the offsets stay inside this group's `group_bytes()` (layout above).
+        unsafe {
+            GroupPtrs {
+                qs: base,
+                d: base.add(qs_len) as *const u16,
+                m: if self.kind == PackedKind::Q4_1 { base.add(qs_len + scales_len) as *const u16 } else { std::ptr::null() },
+            }
+        }
+    }
+
+    /// Checks that every token's activations have this matrix's block count (the kernels index blindly).
+    pub fn check_acts(&self, acts: &[&[Q8Block]]) {
+        for a in acts {
+            assert_eq!(a.len(), self.blocks, "interleaved matmul: activation has {} blocks, rows have {}", a.len(), self.blocks);
+        }
+    }
+}
+
+/// Below this many multiply-adds a product runs on the calling thread (waking the pool costs more).
+#[cfg(target_arch = "x86_64")]
+const SERIAL_MACS: usize = 1 << 20;
+/// Weight bytes a task's groups span at most, so they stay in L2 while every token tile passes.
+#[cfg(target_arch = "x86_64")]
+const TASK_BYTES: usize = 192 << 10;
+
+#[cfg(target_arch = "x86_64")]
+impl Interleaved {
+    /// `out[t * rows + r] = row r · acts[t]` for every token (AVX-512 VNNI; `Isa::Avx512` only).
+    ///
+    /// # Safety
+    /// The CPU must have the features `Isa::Avx512` stands for.
+    pub unsafe fn matmul(&self, acts: &[&[Q8Block]], out: &mut [f32]) {
+        use super::dot::avx512_groups::{group_dot, MAX_TOKENS};
+        self.check_acts(acts);
+        assert_eq!(out.len(), acts.len() * self.rows, "interleaved matmul: out has {} floats", out.len());
+        let groups = self.groups();
+        let per_task = if acts.len() == 1 { groups.div_ceil(rayon::current_num_threads()) } else { (TASK_BYTES / self.group_bytes()).clamp(1, groups.div_ceil(4 * rayon::current_num_threads()).max(1)) };
+        let dst = SharedOut(out.as_mut_ptr());
+        let (rows, blocks, kind) = (self.rows, self.blocks, self.kind);
+        let task = |task: usize| {
+            let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
+            for (ti, tile) in acts.chunks(MAX_TOKENS).enumerate() {
+                for g in g0..g1 {
+                    let valid = GROUP.min(rows - g * GROUP);
+                    // SAFETY: features checked by the caller; the group holds `blocks` blocks; acts were
+                    // checked; (token, row) places are inside `out` and disjoint across tasks.
+                    group_dot(kind, &self.group(g), blocks, tile, dst.at(ti * MAX_TOKENS * rows + g * GROUP), rows, valid);
+                }
+            }
+        };
+        let tasks = groups.div_ceil(per_task);
+        if self.rows * self.blocks * 32 * acts.len() < SERIAL_MACS {
+            (0..tasks).for_each(task);
+        } else {
+            (0..tasks).into_par_iter().for_each(task);
+        }
+    }
+}
