@@ -18,7 +18,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_check import RESULTS, Engine, report, run_requests  # noqa: E402
+from gpu.engine import Engine, run_requests  # noqa: E402
+from gpu.report import RESULTS, report  # noqa: E402
 
 
 def greedy(lib, models, name, tp, comm, steps):

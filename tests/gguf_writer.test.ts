@@ -5,7 +5,8 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { MODELS_DIR, NODE_LLAMA_CPP_DIR, pathExists } from "./helpers.ts";
-import { encode, f16BitsToF32, f32ToF16Bits, permuteQK, rng } from "../scripts/gguf_writer.ts";
+import { encode, f16BitsToF32, f32ToF16Bits, permuteQK } from "../scripts/gguf_writer.ts";
+import { seededRandom } from "../scripts/lib/seeded_random.ts";
 
 
 /** Independent decoder of the block formats (ggml's dequantize_row_* definitions). */
@@ -39,7 +40,7 @@ Deno.test("f16 conversion rounds to nearest even and covers subnormals", () => {
 });
 
 Deno.test("quantized blocks decode to within half a step of the input", () => {
-  const next = rng(3);
+  const next = seededRandom(3);
   const x = new Float32Array(32 * 64).map((_, i) => (next() * 2 - 1) * (i % 32 === 5 ? 4 : 1));
   for (const type of ["q8_0", "q4_0", "q4_1"] as const) {
     const y = decode(type, encode(type, x), x.length);

@@ -11,7 +11,7 @@ const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 /// Registers of one SM's register file for a block (every sm_8x/sm_9x GPU).
 const REGISTERS_PER_BLOCK: usize = 65_536;
 
-/// Threads per block each kernel is launched with (backend/cuda/{model,plan}.rs, gpu_check.py).
+/// Threads per block each kernel is launched with (backend/cuda/model/, plan.rs, scripts/gpu/).
 fn launch_threads(kernel: &str) -> Option<usize> {
     Some(match kernel {
         "embedding_gather" | "rmsnorm" | "fused_add_rmsnorm" | "silu_and_mul" | "attention_prefill" | "fill_uniform_bf16" => 256,

@@ -1,9 +1,11 @@
 // Minimal GGUF v3 writer for benchmark trials only: a Llama-shaped model with random F16 weights and the
 // real tokenizer, so llama.cpp loads it like a converted checkpoint. The project's full writer lives at
-// scripts/gguf_writer.ts (same CLI); bench_cpu.sh prefers it and falls back to this file.
+// scripts/gguf_writer.ts (same CLI); bench_cpu.sh prefers it and falls back to this file. The header bytes go
+// through the writer's ByteWriter (scripts/gguf_writer/byte_writer.ts).
 //
 // deno run -A scripts/bench/gguf_f16.ts --config config.json --tokenizer tokenizer.json --seed 1 --out f.gguf
 
+import { ByteWriter } from "../gguf_writer/byte_writer.ts";
 import { parseFlags } from "./args.ts";
 
 const GGUF_ALIGNMENT = 32;
@@ -37,62 +39,7 @@ interface TensorSpec {
   fill: "ones" | "random";
 }
 
-/** Growable little-endian byte sink for the header. */
-class ByteSink {
-  private buffer = new Uint8Array(1 << 20);
-  private view = new DataView(this.buffer.buffer);
-  length = 0;
-  private encoder = new TextEncoder();
-
-  private reserve(extra: number) {
-    if (this.length + extra <= this.buffer.length) return;
-    let size = this.buffer.length * 2;
-    while (size < this.length + extra) size *= 2;
-    const grown = new Uint8Array(size);
-    grown.set(this.buffer.subarray(0, this.length));
-    this.buffer = grown;
-    this.view = new DataView(grown.buffer);
-  }
-  u32(v: number) {
-    this.reserve(4);
-    this.view.setUint32(this.length, v, true);
-    this.length += 4;
-  }
-  i32(v: number) {
-    this.reserve(4);
-    this.view.setInt32(this.length, v, true);
-    this.length += 4;
-  }
-  u64(v: number) {
-    this.reserve(8);
-    this.view.setBigUint64(this.length, BigInt(v), true);
-    this.length += 8;
-  }
-  f32(v: number) {
-    this.reserve(4);
-    this.view.setFloat32(this.length, v, true);
-    this.length += 4;
-  }
-  u8(v: number) {
-    this.reserve(1);
-    this.buffer[this.length++] = v;
-  }
-  string(s: string) {
-    const bytes = this.encoder.encode(s);
-    this.u64(bytes.length);
-    this.reserve(bytes.length);
-    this.buffer.set(bytes, this.length);
-    this.length += bytes.length;
-  }
-  padTo(alignment: number) {
-    while (this.length % alignment !== 0) this.u8(0);
-  }
-  bytes(): Uint8Array {
-    return this.buffer.subarray(0, this.length);
-  }
-}
-
-function writeValue(sink: ByteSink, meta: MetaValue) {
+function writeValue(sink: ByteWriter, meta: MetaValue) {
   sink.u32(meta.type);
   switch (meta.type) {
     case ValueType.UINT32:
@@ -108,13 +55,13 @@ function writeValue(sink: ByteSink, meta: MetaValue) {
       sink.u8(meta.value ? 1 : 0);
       break;
     case ValueType.STRING:
-      sink.string(meta.value);
+      sink.str(meta.value);
       break;
     case ValueType.ARRAY:
       sink.u32(meta.itemType);
       sink.u64(meta.value.length);
       for (const item of meta.value) {
-        if (meta.itemType === ValueType.STRING) sink.string(item as string);
+        if (meta.itemType === ValueType.STRING) sink.str(item as string);
         else sink.i32(item as number);
       }
       break;
@@ -259,29 +206,29 @@ async function main() {
   };
   const tensors = llamaTensors(config);
 
-  const header = new ByteSink();
+  const header = new ByteWriter();
   for (const c of "GGUF") header.u8(c.charCodeAt(0));
   header.u32(3);
   header.u64(tensors.length);
   header.u64(Object.keys(metadata).length);
   for (const [key, value] of Object.entries(metadata)) {
-    header.string(key);
+    header.str(key);
     writeValue(header, value);
   }
   let offset = 0;
   for (const spec of tensors) {
-    header.string(spec.name);
+    header.str(spec.name);
     header.u32(spec.dims.length);
     for (const d of spec.dims) header.u64(d);
     header.u32(spec.type);
     header.u64(offset);
     offset += Math.ceil(tensorBytes(spec) / GGUF_ALIGNMENT) * GGUF_ALIGNMENT;
   }
-  header.padTo(GGUF_ALIGNMENT);
+  header.pad(GGUF_ALIGNMENT);
 
   const file = await Deno.open(args.out, { write: true, create: true, truncate: true });
   try {
-    await writeAll(file, header.bytes());
+    await writeAll(file, header.done());
     const table = randomF16Table(seed);
     const chunkElems = 1 << 22;
     const chunk = new Uint16Array(chunkElems);
