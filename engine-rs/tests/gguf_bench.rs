@@ -16,10 +16,14 @@ fn smollm2_matmul_throughput() {
     for name in ["blk.0.ffn_gate.weight", "blk.0.ffn_down.weight", "token_embd.weight"] {
         let t = f.tensor(name).unwrap().clone();
         let m = QMatrix::new(t.dtype, t.rows(), t.cols(), f.clone(), f.tensor_start(&t)).unwrap();
-        for n_tokens in [1usize, 16] {
+        let token_counts: Vec<usize> = std::env::var("GGUF_BENCH_TOKENS")
+            .map(|v| v.split(',').map(|n| n.parse().expect("GGUF_BENCH_TOKENS: numbers")).collect())
+            .unwrap_or_else(|_| vec![1, 16]);
+        for &n_tokens in &token_counts {
             let x: Vec<f32> = (0..t.cols() * n_tokens).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
             let mut out = vec![0f32; t.rows() * n_tokens];
-            for isa in Isa::available() {
+            let isas = if std::env::var("GGUF_BENCH_BEST").is_ok() { vec![Isa::detect()] } else { Isa::available() };
+            for isa in isas {
                 m.matmul_with(isa, &x, n_tokens, &mut out);
                 let iters = if t.rows() > 10000 { 5 } else { 50 };
                 let start = Instant::now();

@@ -164,13 +164,6 @@ impl Interleaved {
             }
         }
     }
-
-    /// Checks that every token's activations have this matrix's block count (the kernels index blindly).
-    pub fn check_acts(&self, acts: &[&[Q8Block]]) {
-        for a in acts {
-            assert_eq!(a.len(), self.blocks, "interleaved matmul: activation has {} blocks, rows have {}", a.len(), self.blocks);
-        }
-    }
 }
 
 /// Below this many multiply-adds a product runs on the calling thread (waking the pool costs more).
@@ -182,34 +175,65 @@ const TASK_BYTES: usize = 192 << 10;
 
 #[cfg(target_arch = "x86_64")]
 impl Interleaved {
-    /// `out[t * rows + r] = row r · acts[t]` for every token (AVX-512 VNNI; `Isa::Avx512` only).
+    /// `out[t * rows + r] = row r · token t`, token t's blocks at `acts[t * blocks..]`: whole tiles of 16
+    /// tokens on AMX int8 where the CPU has it, the rest (or all) on AVX-512 VNNI, bit-identical either way.
     ///
     /// # Safety
     /// The CPU must have the features `Isa::Avx512` stands for.
-    pub unsafe fn matmul(&self, acts: &[&[Q8Block]], out: &mut [f32]) {
+    pub unsafe fn matmul(&self, acts: &[Q8Block], out: &mut [f32]) {
+        use super::dot::amx_groups::{self, TOKENS};
         use super::dot::avx512_groups::{group_dot, MAX_TOKENS};
-        self.check_acts(acts);
-        assert_eq!(out.len(), acts.len() * self.rows, "interleaved matmul: out has {} floats", out.len());
-        let groups = self.groups();
-        let per_task = if acts.len() == 1 { groups.div_ceil(rayon::current_num_threads()) } else { (TASK_BYTES / self.group_bytes()).clamp(1, groups.div_ceil(4 * rayon::current_num_threads()).max(1)) };
-        let dst = SharedOut(out.as_mut_ptr());
         let (rows, blocks, kind) = (self.rows, self.blocks, self.kind);
+        assert!(blocks > 0 && acts.len() % blocks == 0, "interleaved matmul: {} activation blocks for rows of {blocks}", acts.len());
+        let n = acts.len() / blocks;
+        assert_eq!(out.len(), n * rows, "interleaved matmul: out has {} floats, expected {n}×{rows}", out.len());
+        let amx_tiles = if n >= TOKENS && use_amx() { n / TOKENS } else { 0 };
+        let amx_tokens = amx_tiles * TOKENS;
+        let rest: Vec<&[Q8Block]> = acts[amx_tokens * blocks..].chunks(blocks).collect();
+        let groups = self.groups();
+        let per_task = if n == 1 {
+            // One contiguous run per thread: the longest streams for the prefetchers.
+            groups.div_ceil(rayon::current_num_threads())
+        } else {
+            (TASK_BYTES / self.group_bytes()).clamp(1, groups.div_ceil(4 * rayon::current_num_threads()).max(1))
+        };
+        let dst = SharedOut(out.as_mut_ptr());
         let task = |task: usize| {
             let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
-            for (ti, tile) in acts.chunks(MAX_TOKENS).enumerate() {
+            // SAFETY (all kernel calls): features checked by the caller (AMX by `use_amx`); each group
+            // holds `blocks` blocks; every token has `blocks` blocks (asserted); (token, row) places are
+            // inside `out` and disjoint across tasks.
+            if amx_tiles > 0 {
+                let mut scratch = amx_groups::Scratch::new(blocks);
+                amx_groups::configure();
+                for tile in 0..amx_tiles {
+                    for g in g0..g1 {
+                        let at = dst.at(tile * TOKENS * rows + g * GROUP);
+                        let first = acts.as_ptr().add(tile * TOKENS * blocks);
+                        amx_groups::group_tile(kind, &self.group(g), blocks, first, blocks, at, rows, GROUP.min(rows - g * GROUP), &mut scratch);
+                    }
+                }
+                amx_groups::release();
+            }
+            for (ti, tile) in rest.chunks(MAX_TOKENS).enumerate() {
                 for g in g0..g1 {
-                    let valid = GROUP.min(rows - g * GROUP);
-                    // SAFETY: features checked by the caller; the group holds `blocks` blocks; acts were
-                    // checked; (token, row) places are inside `out` and disjoint across tasks.
-                    group_dot(kind, &self.group(g), blocks, tile, dst.at(ti * MAX_TOKENS * rows + g * GROUP), rows, valid);
+                    let at = dst.at((amx_tokens + ti * MAX_TOKENS) * rows + g * GROUP);
+                    group_dot(kind, &self.group(g), blocks, tile, at, rows, GROUP.min(rows - g * GROUP));
                 }
             }
         };
         let tasks = groups.div_ceil(per_task);
-        if self.rows * self.blocks * 32 * acts.len() < SERIAL_MACS {
+        if rows * blocks * 32 * n < SERIAL_MACS {
             (0..tasks).for_each(task);
         } else {
             (0..tasks).into_par_iter().for_each(task);
         }
     }
+}
+
+/// AMX int8 tiles for whole 16-token tiles: where the CPU has them and `LLM_GGUF_AMX=0` is unset.
+#[cfg(target_arch = "x86_64")]
+fn use_amx() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LLM_GGUF_AMX").map_or(true, |v| v != "0") && crate::backend::cpu::amx::int8_available())
 }

@@ -104,14 +104,13 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
             if let Some(packed) = self.interleaved() {
-                let acts: Vec<Vec<super::quants::Q8Block>> = if n_tokens > 1 {
-                    x.par_chunks(self.cols).map(super::quants::quantize_q8).collect()
+                let acts: Vec<super::quants::Q8Block> = if n_tokens > 1 {
+                    x.par_chunks(self.cols).map(super::quants::quantize_q8).collect::<Vec<_>>().concat()
                 } else {
-                    vec![super::quants::quantize_q8(x)]
+                    super::quants::quantize_q8(x)
                 };
-                let refs: Vec<&[super::quants::Q8Block]> = acts.iter().map(|a| a.as_slice()).collect();
                 // SAFETY: `isa` is Avx512 only when `Isa::detect` found its features.
-                unsafe { packed.matmul(&refs, out) };
+                unsafe { packed.matmul(&acts, out) };
                 return;
             }
         }

@@ -14,6 +14,8 @@ pub mod avx512_rows;
 pub mod avx512_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_groups;
+#[cfg(target_arch = "x86_64")]
+pub mod amx_groups;
 
 use super::dtype::GgmlType;
 use super::quants::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
