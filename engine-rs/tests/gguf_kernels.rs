@@ -321,3 +321,22 @@ fn rope_row_permutation_round_trips_and_matches_llama_cpp_order() {
     assert_eq!(unpermute_rows(&gguf, row_bytes, heads, head_dim).unwrap(), rows);
     assert!(unpermute_rows(&gguf[1..], row_bytes, heads, head_dim).is_err());
 }
+
+#[test]
+fn simd_q8_quantizer_is_bit_identical_to_the_scalar_one() {
+    let mut rng = Rng(5);
+    let mut x = random_x(32 * 300, &mut rng);
+    // Ties at ±0.5 steps, an all-zero block, a block of one value, tiny and huge magnitudes.
+    for (i, v) in x[..32].iter_mut().enumerate() {
+        *v = (i as f32 - 16.0) * 0.5 + 0.25;
+    }
+    x[32..64].fill(0.0);
+    x[64..96].fill(-3.0);
+    x[96..128].iter_mut().for_each(|v| *v *= 1e-30);
+    x[128..160].iter_mut().for_each(|v| *v *= 1e30);
+    let (simd, scalar) = (quantize_q8(&x), llm_engine::gguf::quants::quantize_q8_scalar(&x));
+    assert_eq!(simd.len(), scalar.len());
+    for (b, (a, r)) in simd.iter().zip(&scalar).enumerate() {
+        assert_eq!((a.qs, a.d.to_bits(), a.s.to_bits(), a.isum), (r.qs, r.d.to_bits(), r.s.to_bits(), r.isum), "block {b}");
+    }
+}

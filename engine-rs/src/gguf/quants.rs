@@ -51,12 +51,27 @@ fn nearest_even(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
-fn round_f16(x: f32) -> f32 {
+pub(crate) fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
-/// `x.len()` must be a multiple of 32.
+/// `x.len()` must be a multiple of 32. AVX-512 where the CPU has it (bit-identical to the scalar form).
 pub fn quantize_q8(x: &[f32]) -> Vec<Q8Block> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+            let mut out = vec![Q8Block { qs: [0; QK], d: 0.0, s: 0.0, isum: 0 }; x.len() / QK];
+            // SAFETY: the features were detected above.
+            unsafe { super::dot::avx512_quant::quantize_q8(&x[..out.len() * QK], &mut out) };
+            return out;
+        }
+    }
+    quantize_q8_scalar(x)
+}
+
+/// The scalar reference of `quantize_q8`.
+pub fn quantize_q8_scalar(x: &[f32]) -> Vec<Q8Block> {
     x.chunks_exact(QK)
         .map(|c| {
             let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));

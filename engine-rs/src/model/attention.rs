@@ -25,6 +25,10 @@ pub struct SeqSpan<'a> {
 /// the pool and joining it, and the other cores are busy serving HTTP anyway.
 const SERIAL_WORK: usize = 1 << 21;
 
+/// Sequences with at least this many new rows (prefill chunks) take the block kernel where it applies;
+/// decode rows keep the per-row kernels.
+const MIN_BLOCK_ROWS: usize = 4;
+
 /// out[row, head] = softmax(q·Kᵀ / sqrt(d)) · V over positions 0..=pos of the row's sequence.
 /// The new tokens' K/V must already be in `k_cache`/`v_cache` at their slots.
 /// Work item = (query row, run of KV heads): the GQA group's query heads share every K/V row it
@@ -37,23 +41,47 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
     let kv_dim = num_kv_heads * head_dim;
     let group = num_heads / num_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut items: Vec<(usize, usize, usize)> = Vec::new();
+    // Item = (span, first row, rows, first KV head): rows > 0 is a prefill block of that many rows
+    // for one KV head (`attend_block`), rows == 0 one row for a run of KV heads (`attend_heads`).
+    let mut items: Vec<(usize, usize, usize, usize)> = Vec::new();
     let mut work = 0usize;
     let run_len = kernels.attention_heads_per_call(head_dim, num_kv_heads);
+    let block_rows = kernels.attention_block_rows(head_dim, group);
     for (si, span) in spans.iter().enumerate() {
         for i in 0..span.len {
             work += (span.start_pos + i + 1) * 2 * num_heads * head_dim;
-            for kvh in (0..num_kv_heads).step_by(run_len) {
-                items.push((si, i, kvh));
+        }
+        match block_rows {
+            Some(b) if span.len >= MIN_BLOCK_ROWS => {
+                for i in (0..span.len).step_by(b) {
+                    for kvh in 0..num_kv_heads {
+                        items.push((si, i, b.min(span.len - i), kvh));
+                    }
+                }
+            }
+            _ => {
+                for i in 0..span.len {
+                    for kvh in (0..num_kv_heads).step_by(run_len) {
+                        items.push((si, i, 0, kvh));
+                    }
+                }
             }
         }
     }
     let out_ptr = SharedOut(out.as_mut_ptr());
-    let run = |&(si, i, kvh): &(usize, usize, usize), scratch: &mut Vec<f32>| {
+    let run = |&(si, i, rows, kvh): &(usize, usize, usize, usize), scratch: &mut Vec<f32>| {
         let span = &spans[si];
         let row = span.first_row + i;
-        let visible = span.start_pos + i + 1;
         let at = row * q_dim + kvh * group * head_dim;
+        if rows > 0 {
+            // SAFETY: the block reads q and writes out at rows row..row+rows, heads of KV head kvh
+            // only (inside both: spans lie in the batch); no other item writes those.
+            unsafe {
+                kernels.attend_block(q[at..].as_ptr(), q_dim, rows, group, head_dim, k_cache, v_cache, span.slots, span.start_pos + i, kv_dim, kvh * head_dim, scale, out_ptr.at(at), scratch)
+            };
+            return;
+        }
+        let visible = span.start_pos + i + 1;
         let len = run_len * group * head_dim;
         // Safety: each item writes only its own heads of its own row.
         let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(at), len) };

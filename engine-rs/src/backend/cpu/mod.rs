@@ -18,6 +18,8 @@ pub mod avx512_bf16;
 pub mod avx512_attn;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_attn_rows;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_attn_block;
 #[cfg(test)]
 mod tests;
 
@@ -330,6 +332,57 @@ impl Kernels {
     /// reads whole K/V rows (head_dim 8 or 16 on AVX-512), else one (the caller spreads heads over threads).
     pub fn attention_heads_per_call(&self, head_dim: usize, num_kv_heads: usize) -> usize {
         if self.isa == Isa::Avx512 && (head_dim == 8 || head_dim == 16) { num_kv_heads } else { 1 }
+    }
+
+    /// Query rows per block of `attend_block` for this head shape; None where that kernel does not
+    /// apply (then prefill rows go one by one through `attend_heads`). `LLM_ATTN_BLOCK=0` disables it.
+    pub fn attention_block_rows(&self, head_dim: usize, group: usize) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            let on = *ON.get_or_init(|| std::env::var("LLM_ATTN_BLOCK").map_or(true, |v| v != "0"));
+            if on && self.isa == Isa::Avx512 && avx512_attn_block::supports(head_dim, group) {
+                return Some(avx512_attn_block::block_rows(group));
+            }
+        }
+        let _ = (head_dim, group);
+        None
+    }
+
+    /// Attention of `rows` consecutive query rows of one sequence (positions `first_pos..`) for the
+    /// `group` query heads of one KV head: row i's heads are read from `q` and written to `out` at
+    /// `i * row_stride + g * d` (d = head_dim), and see K/V rows `slots[..first_pos + i + 1]`.
+    /// Only where `attention_block_rows` said so, with `rows` at most what it said.
+    ///
+    /// # Safety
+    /// `q` and `out` must be valid at every place above; no other thread writes those of `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn attend_block(
+        &self,
+        q: *const f32,
+        row_stride: usize,
+        rows: usize,
+        group: usize,
+        d: usize,
+        k: &[f32],
+        v: &[f32],
+        slots: &[u32],
+        first_pos: usize,
+        stride: usize,
+        offset: usize,
+        scale: f32,
+        out: *mut f32,
+        scratch: &mut Vec<f32>,
+    ) {
+        let max_rows = self.attention_block_rows(d, group).expect("attend_block: no block kernel for this shape");
+        assert!(rows >= 1 && rows <= max_rows, "attend_block: {rows} rows (1..={max_rows})");
+        let visible = &slots[..first_pos + rows];
+        assert!(
+            visible.iter().all(|&s| s as usize * stride + offset + d <= k.len().min(v.len())),
+            "attend_block: slot outside the table"
+        );
+        #[cfg(target_arch = "x86_64")]
+        avx512_attn_block::attend_block(q, row_stride, rows, group, d, k.as_ptr(), v.as_ptr(), visible, first_pos, stride, offset, scale, out, scratch);
     }
 
     /// `attend_group` for `kv_heads` consecutive KV heads: q and out hold kv_heads * group heads

@@ -383,3 +383,46 @@ fn fused_matmul_equals_separate_matmuls_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn attend_block_agrees_with_rows_one_at_a_time() {
+    // head_dim 16/64/128, GQA groups 1..8 (block heights 32..4), a fresh prompt and a chunk after a
+    // cached prefix, full and partial blocks; the row-by-row scalar kernel is the reference.
+    let scalar = Kernels::with_isa(Isa::Scalar).unwrap();
+    for isa in Isa::available() {
+        let kern = Kernels::with_isa(isa).unwrap();
+        for d in [16, 64, 128] {
+            for group in [1, 3, 4, 8] {
+                let Some(max_rows) = kern.attention_block_rows(d, group) else { continue };
+                for (first_pos, rows) in [(0, max_rows), (0, 1), (37, max_rows.min(5)), (5, max_rows)] {
+                    let kv_heads = 2;
+                    let stride = kv_heads * d + 3;
+                    let n = first_pos + rows;
+                    let k = pseudo_random(90 * stride, (d + group * 7 + rows) as u64);
+                    let v = pseudo_random(90 * stride, (d * 11 + first_pos) as u64);
+                    let slots: Vec<u32> = (0..n as u32).map(|j| (j * 17 + 3) % 90).collect();
+                    let row_stride = kv_heads * group * d + 5;
+                    let q: Vec<f32> = pseudo_random(rows * row_stride, 42).iter().map(|x| x * 5.0).collect();
+                    let kvh = 1;
+                    let at = kvh * group * d;
+                    let mut got = vec![f32::NAN; rows * row_stride];
+                    // SAFETY: q and got hold `rows` rows of row_stride with this KV head's heads inside.
+                    unsafe {
+                        kern.attend_block(q[at..].as_ptr(), row_stride, rows, group, d, &k, &v, &slots, first_pos, stride, 2 + kvh * d, 0.3, got[at..].as_mut_ptr(), &mut vec![1.0; 3])
+                    };
+                    for i in 0..rows {
+                        let mut want = vec![0.0; group * d];
+                        let qi = &q[i * row_stride + at..][..group * d];
+                        scalar.attend_group(qi, group, &k, &v, &slots[..first_pos + i + 1], stride, 2 + kvh * d, 0.3, &mut want, &mut Vec::new());
+                        for (j, w) in want.iter().enumerate() {
+                            let x = got[i * row_stride + at + j];
+                            assert!((x - w).abs() < 1e-4, "{isa:?} d={d} g={group} first={first_pos} rows={rows} row {i} [{j}]: {x} vs {w}");
+                        }
+                    }
+                    // Outside the block's heads nothing was written.
+                    assert!(got[..at].iter().all(|x| x.is_nan()));
+                }
+            }
+        }
+    }
+}

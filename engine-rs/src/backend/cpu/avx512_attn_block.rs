@@ -1,0 +1,184 @@
+//! Prefill attention on AVX-512 for head_dim a multiple of 16: a block of consecutive query rows of
+//! one sequence against one KV head at once.
+//!
+//! Why: the per-row kernels read every visible K/V row once per query row and finish each
+//! head_dim-wide dot product with a horizontal sum; a 512-token prefill of SmolLM2 spent about as long
+//! in attention as in its matmuls. Here the block's query vectors (rows × GQA group, at most 32) are
+//! transposed so one lane is one query vector: a K row's values, broadcast one at a time, multiply
+//! two 16-lane registers of queries (32 scores per K row, no reduction), softmax runs lane-wise over
+//! the stored score rows, and the V side accumulates dims × queries the same way. Each K/V row is
+//! read once per block instead of once per row.
+
+use super::avx512_attn::exp_ps;
+use std::arch::x86_64::*;
+
+/// Query vectors per block: two 16-lane registers.
+pub const MAX_QUERIES: usize = 32;
+const LANES: usize = 16;
+
+/// Whether the kernel takes this head shape.
+pub fn supports(head_dim: usize, group: usize) -> bool {
+    head_dim % LANES == 0 && head_dim <= 256 && (1..=MAX_QUERIES).contains(&group)
+}
+
+/// Query rows per block for a GQA group of `group` heads.
+pub fn block_rows(group: usize) -> usize {
+    (MAX_QUERIES / group.max(1)).max(1)
+}
+
+/// For query rows `i < rows` at positions `first_pos + i` of one sequence and the `group` heads
+/// sharing one KV head: `out[i * row_stride + g * d ..][..d] = softmax(q · Kᵀ · scale) · V` over
+/// K/V rows `slots[..first_pos + i + 1]` (row j at element `slots[j] * stride + offset`), where
+/// `q` is read at the same places as `out` is written.
+///
+/// # Safety
+/// The CPU has avx512f/bw/vl; `supports(d, group)`; `rows * group <= MAX_QUERIES`; `slots` holds at
+/// least `first_pos + rows` entries whose rows lie inside both tables; `q` and `out` are valid at
+/// every place above.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn attend_block(
+    q: *const f32,
+    row_stride: usize,
+    rows: usize,
+    group: usize,
+    d: usize,
+    k: *const f32,
+    v: *const f32,
+    slots: &[u32],
+    first_pos: usize,
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    out: *mut f32,
+    scratch: &mut Vec<f32>,
+) {
+    let nq = rows * group;
+    debug_assert!(nq <= MAX_QUERIES && supports(d, group));
+    let n = first_pos + rows;
+    assert!(slots.len() >= n, "attend_block: {} slots for {n} positions", slots.len());
+    const W: usize = MAX_QUERIES;
+    scratch.clear();
+    scratch.resize(2 * d * W + n * W, 0.0);
+    let (qt, rest) = scratch.split_at_mut(d * W);
+    let (ot, st) = rest.split_at_mut(d * W);
+    // qt[dd][qi] = q of query vector qi (row qi / group, head qi % group), pre-scaled.
+    for i in 0..rows {
+        for g in 0..group {
+            let src = q.add(i * row_stride + g * d);
+            let qi = i * group + g;
+            for dd in 0..d {
+                qt[dd * W + qi] = *src.add(dd) * scale;
+            }
+        }
+    }
+    let qt = qt.as_ptr();
+    let row = |j: usize| slots[j] as usize * stride + offset;
+
+    // Scores st[j][qi], four K rows at a time so eight independent FMA chains hide the latency.
+    let mut j = 0;
+    while j + 4 <= n {
+        let ks = [k.add(row(j)), k.add(row(j + 1)), k.add(row(j + 2)), k.add(row(j + 3))];
+        let mut acc = [_mm512_setzero_ps(); 8];
+        for dd in 0..d {
+            let (q0, q1) = (_mm512_loadu_ps(qt.add(dd * W)), _mm512_loadu_ps(qt.add(dd * W + LANES)));
+            for (r, kr) in ks.iter().enumerate() {
+                let b = _mm512_set1_ps(*kr.add(dd));
+                acc[2 * r] = _mm512_fmadd_ps(b, q0, acc[2 * r]);
+                acc[2 * r + 1] = _mm512_fmadd_ps(b, q1, acc[2 * r + 1]);
+            }
+        }
+        for (r, pair) in acc.chunks_exact(2).enumerate() {
+            _mm512_storeu_ps(st.as_mut_ptr().add((j + r) * W), pair[0]);
+            _mm512_storeu_ps(st.as_mut_ptr().add((j + r) * W + LANES), pair[1]);
+        }
+        j += 4;
+    }
+    while j < n {
+        let kr = k.add(row(j));
+        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for dd in 0..d {
+            let b = _mm512_set1_ps(*kr.add(dd));
+            a0 = _mm512_fmadd_ps(b, _mm512_loadu_ps(qt.add(dd * W)), a0);
+            a1 = _mm512_fmadd_ps(b, _mm512_loadu_ps(qt.add(dd * W + LANES)), a1);
+        }
+        _mm512_storeu_ps(st.as_mut_ptr().add(j * W), a0);
+        _mm512_storeu_ps(st.as_mut_ptr().add(j * W + LANES), a1);
+        j += 1;
+    }
+
+    // Causal mask: position first_pos + t is visible to rows i >= t only (query vectors qi >= t * group).
+    let visible = |t: usize| -> [__mmask16; 2] {
+        let from = t * group;
+        let lanes = |base: usize| -> __mmask16 {
+            let mut m: u32 = 0;
+            for l in 0..LANES {
+                let qi = base + l;
+                if qi >= from && qi < nq {
+                    m |= 1 << l;
+                }
+            }
+            m as __mmask16
+        };
+        [lanes(0), lanes(LANES)]
+    };
+    let all = [lanes_below(nq, 0), lanes_below(nq, LANES)];
+    let mask_of = |j: usize| if j < first_pos { all } else { visible(j - first_pos) };
+
+    // Softmax per lane over the visible positions.
+    let st = st.as_mut_ptr();
+    let neg = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut max = [neg, neg];
+    for j in 0..n {
+        let m = mask_of(j);
+        for h in 0..2 {
+            max[h] = _mm512_mask_max_ps(max[h], m[h], max[h], _mm512_loadu_ps(st.add(j * W + h * LANES)));
+        }
+    }
+    let mut sum = [_mm512_setzero_ps(); 2];
+    for j in 0..n {
+        let m = mask_of(j);
+        for h in 0..2 {
+            let p = st.add(j * W + h * LANES);
+            let e = _mm512_maskz_mov_ps(m[h], exp_ps(_mm512_sub_ps(_mm512_loadu_ps(p), max[h])));
+            sum[h] = _mm512_add_ps(sum[h], e);
+            _mm512_storeu_ps(p, e);
+        }
+    }
+
+    // ot[dd][qi] = Σ_j p[j][qi] · V_j[dd], eight dims (16 accumulators) per pass over the positions.
+    for dc in (0..d).step_by(8) {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for j in 0..n {
+            let (p0, p1) = (_mm512_loadu_ps(st.add(j * W)), _mm512_loadu_ps(st.add(j * W + LANES)));
+            let vr = v.add(row(j) + dc);
+            for u in 0..8 {
+                let b = _mm512_set1_ps(*vr.add(u));
+                acc[2 * u] = _mm512_fmadd_ps(b, p0, acc[2 * u]);
+                acc[2 * u + 1] = _mm512_fmadd_ps(b, p1, acc[2 * u + 1]);
+            }
+        }
+        for (u, pair) in acc.chunks_exact(2).enumerate() {
+            _mm512_storeu_ps(ot.as_mut_ptr().add((dc + u) * W), pair[0]);
+            _mm512_storeu_ps(ot.as_mut_ptr().add((dc + u) * W + LANES), pair[1]);
+        }
+    }
+    let mut inv = [0f32; W];
+    _mm512_storeu_ps(inv.as_mut_ptr(), _mm512_div_ps(_mm512_set1_ps(1.0), sum[0]));
+    _mm512_storeu_ps(inv.as_mut_ptr().add(LANES), _mm512_div_ps(_mm512_set1_ps(1.0), sum[1]));
+    for i in 0..rows {
+        for g in 0..group {
+            let qi = i * group + g;
+            let dst = out.add(i * row_stride + g * d);
+            for dd in 0..d {
+                *dst.add(dd) = ot[dd * W + qi] * inv[qi];
+            }
+        }
+    }
+}
+
+/// Lanes `l` of the 16 starting at `base` with `base + l < n`.
+fn lanes_below(n: usize, base: usize) -> __mmask16 {
+    let k = n.saturating_sub(base).min(LANES);
+    if k >= LANES { 0xFFFF } else { ((1u32 << k) - 1) as __mmask16 }
+}

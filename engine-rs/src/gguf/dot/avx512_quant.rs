@@ -1,0 +1,31 @@
+//! AVX-512 quantization of activations to Q8 blocks, bit-identical to `quants::quantize_q8_scalar`
+//! (same 127/amax multiplier, round to nearest-even by the default MXCSR mode, same f16 rounding of
+//! d and s). Prefill quantizes every projection input of every token: the scalar loop was ~10% of a
+//! SmolLM2 prefill.
+
+use crate::gguf::quants::{round_f16, Q8Block};
+use std::arch::x86_64::*;
+
+/// `out[b]` = block `b` of `x` (`x.len() == 32 * out.len()`).
+///
+/// # Safety
+/// The CPU must support avx512f/bw.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
+    assert_eq!(x.len(), out.len() * 32, "quantize_q8: {} floats for {} blocks", x.len(), out.len());
+    for (c, o) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let v0 = _mm512_loadu_ps(c.as_ptr());
+        let v1 = _mm512_loadu_ps(c.as_ptr().add(16));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
+        let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
+        _mm_storeu_si128(o.qs.as_mut_ptr() as *mut __m128i, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128(o.qs.as_mut_ptr().add(16) as *mut __m128i, _mm512_cvtepi32_epi8(q1));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        o.d = round_f16(d);
+        o.s = round_f16(d * sum as f32);
+        o.isum = sum;
+    }
+}
