@@ -181,28 +181,48 @@ impl Interleaved {
     /// # Safety
     /// The CPU must have the features `Isa::Avx512` stands for.
     pub unsafe fn matmul(&self, acts: &[Q8Block], out: &mut [f32]) {
+        Self::matmul_many(&[self], acts, &mut [out]);
+    }
+
+    /// `matmul` of several matrices with the same columns over the same activations (q/k/v, gate/up)
+    /// in one parallel pass: one wake-up of the pool, and the small ones do not leave threads idle.
+    ///
+    /// # Safety
+    /// As `matmul`.
+    pub unsafe fn matmul_many(mats: &[&Interleaved], acts: &[Q8Block], outs: &mut [&mut [f32]]) {
         use super::dot::amx_groups::{self, TOKENS};
         use super::dot::avx512_groups::{group_dot, MAX_TOKENS};
-        let (rows, blocks, kind) = (self.rows, self.blocks, self.kind);
+        assert_eq!(mats.len(), outs.len());
+        let blocks = mats[0].blocks;
         assert!(blocks > 0 && acts.len() % blocks == 0, "interleaved matmul: {} activation blocks for rows of {blocks}", acts.len());
         let n = acts.len() / blocks;
-        assert_eq!(out.len(), n * rows, "interleaved matmul: out has {} floats, expected {n}×{rows}", out.len());
+        for (m, out) in mats.iter().zip(outs.iter()) {
+            assert_eq!(m.blocks, blocks, "interleaved matmul: fused matrices differ in columns");
+            assert_eq!(out.len(), n * m.rows, "interleaved matmul: out has {} floats, expected {n}×{}", out.len(), m.rows);
+        }
         let amx_tiles = if n >= TOKENS && use_amx() { n / TOKENS } else { 0 };
         let amx_tokens = amx_tiles * TOKENS;
         let rest: Vec<&[Q8Block]> = acts[amx_tokens * blocks..].chunks(blocks).collect();
-        let groups = self.groups();
-        let per_task = if n == 1 {
-            // One contiguous run per thread: the longest streams for the prefetchers.
-            groups.div_ceil(rayon::current_num_threads())
-        } else {
-            (TASK_BYTES / self.group_bytes()).clamp(1, groups.div_ceil(4 * rayon::current_num_threads()).max(1))
-        };
-        let dst = SharedOut(out.as_mut_ptr());
-        let task = |task: usize| {
-            let (g0, g1) = (task * per_task, ((task + 1) * per_task).min(groups));
+        let threads = rayon::current_num_threads();
+        // Tasks: (matrix, first group, end group).
+        let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+        for (mi, m) in mats.iter().enumerate() {
+            let groups = m.groups();
+            let per_task = if n == 1 {
+                // One contiguous run per thread: the longest streams for the prefetchers.
+                groups.div_ceil(threads)
+            } else {
+                (TASK_BYTES / m.group_bytes()).clamp(1, groups.div_ceil(4 * threads).max(1))
+            };
+            tasks.extend((0..groups).step_by(per_task).map(|g0| (mi, g0, (g0 + per_task).min(groups))));
+        }
+        let dsts: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
+        let task = |&(mi, g0, g1): &(usize, usize, usize)| {
+            let (m, dst) = (mats[mi], dsts[mi]);
+            let (rows, kind) = (m.rows, m.kind);
             // SAFETY (all kernel calls): features checked by the caller (AMX by `use_amx`); each group
             // holds `blocks` blocks; every token has `blocks` blocks (asserted); (token, row) places are
-            // inside `out` and disjoint across tasks.
+            // inside that matrix's `out` and disjoint across tasks.
             if amx_tiles > 0 {
                 let mut scratch = amx_groups::Scratch::new(blocks);
                 amx_groups::configure();
@@ -210,7 +230,7 @@ impl Interleaved {
                     for g in g0..g1 {
                         let at = dst.at(tile * TOKENS * rows + g * GROUP);
                         let first = acts.as_ptr().add(tile * TOKENS * blocks);
-                        amx_groups::group_tile(kind, &self.group(g), blocks, first, blocks, at, rows, GROUP.min(rows - g * GROUP), &mut scratch);
+                        amx_groups::group_tile(kind, &m.group(g), blocks, first, blocks, at, rows, GROUP.min(rows - g * GROUP), &mut scratch);
                     }
                 }
                 amx_groups::release();
@@ -218,15 +238,15 @@ impl Interleaved {
             for (ti, tile) in rest.chunks(MAX_TOKENS).enumerate() {
                 for g in g0..g1 {
                     let at = dst.at((amx_tokens + ti * MAX_TOKENS) * rows + g * GROUP);
-                    group_dot(kind, &self.group(g), blocks, tile, at, rows, GROUP.min(rows - g * GROUP));
+                    group_dot(kind, &m.group(g), blocks, tile, at, rows, GROUP.min(rows - g * GROUP));
                 }
             }
         };
-        let tasks = groups.div_ceil(per_task);
-        if rows * blocks * 32 * n < SERIAL_MACS {
-            (0..tasks).for_each(task);
+        let macs: usize = mats.iter().map(|m| m.rows * blocks * 32 * n).sum();
+        if macs < SERIAL_MACS || tasks.len() == 1 {
+            tasks.iter().for_each(task);
         } else {
-            (0..tasks).into_par_iter().for_each(task);
+            tasks.par_iter().for_each(task);
         }
     }
 }

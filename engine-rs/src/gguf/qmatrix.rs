@@ -89,6 +89,24 @@ impl QMatrix {
             .as_ref()
     }
 
+    /// `matmul` of several matrices over the same `x` (q/k/v, gate/up): where all of them have
+    /// row-interleaved copies, `x` is quantized once and one parallel pass covers them all.
+    pub fn matmul_fused(ms: &[&QMatrix], x: &[f32], n_tokens: usize, outs: &mut [&mut [f32]]) {
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect() == Isa::Avx512 && n_tokens > 0 {
+            let packed: Option<Vec<&Interleaved>> = ms.iter().map(|m| m.interleaved()).collect();
+            if let Some(p) = packed.filter(|p| p.iter().all(|i| i.blocks == p[0].blocks) && ms[0].cols == x.len() / n_tokens) {
+                let acts = quantize_tokens(x, ms[0].cols, n_tokens);
+                // SAFETY: Avx512 was detected; geometry is asserted inside.
+                unsafe { Interleaved::matmul_many(&p, &acts, outs) };
+                return;
+            }
+        }
+        for (m, out) in ms.iter().zip(outs.iter_mut()) {
+            m.matmul(x, n_tokens, out);
+        }
+    }
+
     /// `out[t * rows + r] = Σ_c self[r, c] * x[t * cols + c]` for `n_tokens` rows of `x`.
     pub fn matmul(&self, x: &[f32], n_tokens: usize, out: &mut [f32]) {
         self.matmul_with(Isa::detect(), x, n_tokens, out)
@@ -104,11 +122,7 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
             if let Some(packed) = self.interleaved() {
-                let acts: Vec<super::quants::Q8Block> = if n_tokens > 1 {
-                    x.par_chunks(self.cols).map(super::quants::quantize_q8).collect::<Vec<_>>().concat()
-                } else {
-                    super::quants::quantize_q8(x)
-                };
+                let acts = quantize_tokens(x, self.cols, n_tokens);
                 // SAFETY: `isa` is Avx512 only when `Isa::detect` found its features.
                 unsafe { packed.matmul(&acts, out) };
                 return;
@@ -165,6 +179,15 @@ impl QMatrix {
     }
 }
 
+
+/// Q8 blocks of `n_tokens` rows of `cols` floats, token after token (in parallel for a batch).
+fn quantize_tokens(x: &[f32], cols: usize, n_tokens: usize) -> Vec<super::quants::Q8Block> {
+    if n_tokens > 1 {
+        x.par_chunks(cols).map(super::quants::quantize_q8).collect::<Vec<_>>().concat()
+    } else {
+        super::quants::quantize_q8(x)
+    }
+}
 
 impl std::fmt::Debug for QMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -41,6 +41,10 @@ impl Weight {
         match dense {
             Some(ms) => kernels.matmul_fused(x, n, &ms, outs),
             None => {
+                let quantized: Option<Vec<&QMatrix>> = ws.iter().map(|w| if let Weight::Quantized(q) = w { Some(q) } else { None }).collect();
+                if let Some(qs) = quantized {
+                    return QMatrix::matmul_fused(&qs, x, n, outs);
+                }
                 for (w, out) in ws.iter().zip(outs.iter_mut()) {
                     w.matmul(kernels, x, n, out);
                 }

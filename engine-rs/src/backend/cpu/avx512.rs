@@ -224,3 +224,20 @@ pub unsafe fn sum_rows(p: &[f32], table: &[f32], slots: &[u32], stride: usize, o
         i += width;
     }
 }
+
+/// gate[i] = silu(gate[i]) * up[i], 16 at a time with the vector exp (about 1 ulp from libm's).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len());
+    let one = _mm512_set1_ps(1.0);
+    let mut i = 0;
+    while i < gate.len() {
+        let m: __mmask16 = if gate.len() - i >= 16 { 0xFFFF } else { ((1u32 << (gate.len() - i)) - 1) as __mmask16 };
+        let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
+        let u = _mm512_maskz_loadu_ps(m, up.as_ptr().add(i));
+        let e = super::avx512_attn::exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        let s = _mm512_div_ps(g, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(gate.as_mut_ptr().add(i), m, _mm512_mul_ps(s, u));
+        i += 16;
+    }
+}

@@ -502,7 +502,18 @@ impl Kernels {
 /// gate = silu(gate) * up, elementwise (the SwiGLU activation).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     const CHUNK: usize = 4096;
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| Isa::detect() == Isa::Avx512)
+    };
     let apply = |(g, u): (&mut [f32], &[f32])| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: AVX-512 was detected.
+            unsafe { avx512::silu_mul(g, u) };
+            return;
+        }
         for (a, &b) in g.iter_mut().zip(u) {
             *a = *a / (1.0 + (-*a).exp()) * b;
         }

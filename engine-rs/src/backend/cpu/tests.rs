@@ -426,3 +426,16 @@ fn attend_block_agrees_with_rows_one_at_a_time() {
         }
     }
 }
+
+#[test]
+fn silu_mul_matches_the_formula() {
+    // 1000 values from -90 to 90 (both exp tails), plus a ragged tail of 7.
+    let gate: Vec<f32> = (0..1007).map(|i| (i as f32 - 500.0) * 0.18).collect();
+    let up: Vec<f32> = (0..1007).map(|i| 1.0 + (i % 13) as f32 * 0.25).collect();
+    let mut got = gate.clone();
+    silu_mul(&mut got, &up);
+    for ((g, u), x) in gate.iter().zip(&up).zip(&got) {
+        let want = (*g as f64 / (1.0 + (-*g as f64).exp()) * *u as f64) as f32;
+        assert!((x - want).abs() <= 2e-6 * want.abs().max(1e-30) + 1e-30, "silu({g}) * {u}: {x} vs {want}");
+    }
+}
