@@ -272,8 +272,7 @@ fn dequantize_known_blocks() {
 #[test]
 fn qmatrix_matmul_matches_dequantized_reference() {
     let mut rng = Rng(99);
-    // 70 rows: four full 16-row groups and a padded one; 37 tokens: two 16-token AMX tiles (where the
-    // CPU has AMX) then VNNI tiles of 5, or VNNI tiles of 8 and 5.
+    // 70 rows: four full 16-row groups and a padded one; 37 tokens: four 8-token tiles and one of 5.
     let (rows, cols, n_tokens) = (70, 512, 37);
     for t in GgmlType::ALL {
         let bytes: Vec<u8> = (0..rows).flat_map(|_| random_row(t, cols, &mut rng)).collect();

@@ -6,7 +6,8 @@
 //! group each block is stored "row-interleaved": 32-bit lane `r` of a register holds 4 consecutive
 //! values of row `r` (VNNI order), so `vpdpbusd` against 4 activation bytes broadcast to every lane
 //! yields 16 rows' partial sums with no reduction, and the 16 scales convert in one instruction.
-//! The same order is what an AMX int8 B tile wants.
+//! The same order is what an AMX int8 B tile wants (tried: a 16-token TDPBSUD path was no faster than
+//! this VNNI one here, its per-block tile store and reload dominating; see docs/gguf.md).
 //!
 //! Layout of one group (all blocks of its 16 rows), each region contiguous:
 //! - `qs`: per block `QS_BYTES` (Q4: 4 registers of 64 bytes, register `p` lane `r` = row `r`'s packed
@@ -175,8 +176,7 @@ const TASK_BYTES: usize = 192 << 10;
 
 #[cfg(target_arch = "x86_64")]
 impl Interleaved {
-    /// `out[t * rows + r] = row r · token t`, token t's blocks at `acts[t * blocks..]`: whole tiles of 16
-    /// tokens on AMX int8 where the CPU has it, the rest (or all) on AVX-512 VNNI, bit-identical either way.
+    /// `out[t * rows + r] = row r · token t`, token t's blocks at `acts[t * blocks..]` (AVX-512 VNNI).
     ///
     /// # Safety
     /// The CPU must have the features `Isa::Avx512` stands for.
@@ -190,7 +190,6 @@ impl Interleaved {
     /// # Safety
     /// As `matmul`.
     pub unsafe fn matmul_many(mats: &[&Interleaved], acts: &[Q8Block], outs: &mut [&mut [f32]]) {
-        use super::dot::amx_groups::{self, TOKENS};
         use super::dot::avx512_groups::{group_dot, MAX_TOKENS};
         assert_eq!(mats.len(), outs.len());
         let blocks = mats[0].blocks;
@@ -200,9 +199,7 @@ impl Interleaved {
             assert_eq!(m.blocks, blocks, "interleaved matmul: fused matrices differ in columns");
             assert_eq!(out.len(), n * m.rows, "interleaved matmul: out has {} floats, expected {n}×{}", out.len(), m.rows);
         }
-        let amx_tiles = if n >= TOKENS && use_amx() { n / TOKENS } else { 0 };
-        let amx_tokens = amx_tiles * TOKENS;
-        let rest: Vec<&[Q8Block]> = acts[amx_tokens * blocks..].chunks(blocks).collect();
+        let tokens: Vec<&[Q8Block]> = acts.chunks(blocks).collect();
         let threads = rayon::current_num_threads();
         // Tasks: (matrix, first group, end group).
         let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
@@ -220,24 +217,12 @@ impl Interleaved {
         let task = |&(mi, g0, g1): &(usize, usize, usize)| {
             let (m, dst) = (mats[mi], dsts[mi]);
             let (rows, kind) = (m.rows, m.kind);
-            // SAFETY (all kernel calls): features checked by the caller (AMX by `use_amx`); each group
-            // holds `blocks` blocks; every token has `blocks` blocks (asserted); (token, row) places are
-            // inside that matrix's `out` and disjoint across tasks.
-            if amx_tiles > 0 {
-                let mut scratch = amx_groups::Scratch::new(blocks);
-                amx_groups::configure();
-                for tile in 0..amx_tiles {
-                    for g in g0..g1 {
-                        let at = dst.at(tile * TOKENS * rows + g * GROUP);
-                        let first = acts.as_ptr().add(tile * TOKENS * blocks);
-                        amx_groups::group_tile(kind, &m.group(g), blocks, first, blocks, at, rows, GROUP.min(rows - g * GROUP), &mut scratch);
-                    }
-                }
-                amx_groups::release();
-            }
-            for (ti, tile) in rest.chunks(MAX_TOKENS).enumerate() {
+            // SAFETY: features checked by the caller; each group holds `blocks` blocks; every token has
+            // `blocks` blocks (asserted); (token, row) places are inside that matrix's `out` and
+            // disjoint across tasks.
+            for (ti, tile) in tokens.chunks(MAX_TOKENS).enumerate() {
                 for g in g0..g1 {
-                    let at = dst.at((amx_tokens + ti * MAX_TOKENS) * rows + g * GROUP);
+                    let at = dst.at(ti * MAX_TOKENS * rows + g * GROUP);
                     group_dot(kind, &m.group(g), blocks, tile, at, rows, GROUP.min(rows - g * GROUP));
                 }
             }
@@ -249,11 +234,4 @@ impl Interleaved {
             tasks.par_iter().for_each(task);
         }
     }
-}
-
-/// AMX int8 tiles for whole 16-token tiles: where the CPU has them and `LLM_GGUF_AMX=0` is unset.
-#[cfg(target_arch = "x86_64")]
-fn use_amx() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("LLM_GGUF_AMX").map_or(true, |v| v != "0") && crate::backend::cpu::amx::int8_available())
 }

@@ -93,10 +93,9 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
         let mut scratch = Vec::new();
         items.iter().for_each(|it| run(it, &mut scratch));
     } else {
-        let chunk = items.len().div_ceil(threads * 4).max(1);
-        items.par_chunks(chunk).for_each(|c| {
-            let mut scratch = Vec::new();
-            c.iter().for_each(|it| run(it, &mut scratch));
-        });
+        // Prefill blocks are big and causal (later rows see more positions): one per task, so the
+        // threads even out; per-row items go in a few coarse chunks.
+        let chunk = if items.iter().any(|it| it.2 > 0) { 1 } else { items.len().div_ceil(threads * 4).max(1) };
+        items.par_chunks(chunk).for_each_init(Vec::new, |scratch, c| c.iter().for_each(|it| run(it, scratch)));
     }
 }

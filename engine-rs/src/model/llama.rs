@@ -12,7 +12,11 @@ use crate::config::ModelConfig;
 use crate::kv::cache::KvCache;
 use crate::loader::source::WeightSource;
 use crate::parallel::comm::{Communicator, Solo};
+use rayon::prelude::*;
 use crate::parallel::plan::RankShard;
+
+/// From this many rows (a prefill chunk) RoPE is applied on the pool's threads.
+const PARALLEL_ROPE_ROWS: usize = 64;
 
 /// One decoder layer's weights, in HF layout (Q/K rows in rotate-half order).
 pub struct Layer {
@@ -258,9 +262,14 @@ impl Llama {
                 k.add_rmsnorm(&mut x, &down, &layer.input_norm, eps, &mut h);
             }
             Weight::matmul_fused(k, &[&layer.q_proj, &layer.k_proj, &layer.v_proj], &h, n, &mut [&mut q, &mut kn, &mut vn]);
-            for (row, cs) in rope_cs.chunks_exact(rope_width).enumerate() {
-                Rope::rotate(&mut q[row * q_dim..(row + 1) * q_dim], hd, cs);
-                Rope::rotate(&mut kn[row * kv_dim..(row + 1) * kv_dim], hd, cs);
+            let rotate = |((qr, kr), cs): ((&mut [f32], &mut [f32]), &[f32])| {
+                Rope::rotate(qr, hd, cs);
+                Rope::rotate(kr, hd, cs);
+            };
+            if n >= PARALLEL_ROPE_ROWS {
+                q.par_chunks_mut(q_dim).zip(kn.par_chunks_mut(kv_dim)).zip(rope_cs.par_chunks(rope_width)).for_each(rotate);
+            } else {
+                q.chunks_mut(q_dim).zip(kn.chunks_mut(kv_dim)).zip(rope_cs.chunks(rope_width)).for_each(rotate);
             }
             {
                 let (kc, vc) = kv.layer_mut(li);

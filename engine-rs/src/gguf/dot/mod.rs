@@ -15,8 +15,6 @@ pub mod avx512_tile;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_groups;
 #[cfg(target_arch = "x86_64")]
-pub mod amx_groups;
-#[cfg(target_arch = "x86_64")]
 pub mod avx512_quant;
 
 use super::dtype::GgmlType;
