@@ -85,6 +85,8 @@ impl SharedOut {
 const SERIAL_MACS: usize = 1 << 20;
 /// Below this many activations a row-wise norm runs on the calling thread (64 rows of 64 are ~1 µs).
 const SERIAL_NORM_ELEMS: usize = 1 << 16;
+/// Rows per parallel task of a norm.
+const NORM_TASK_ROWS: usize = 16;
 
 /// Weight bytes one task keeps hot while it sweeps the tokens (fits in L2 with room for activations).
 const TASK_WEIGHT_BYTES: usize = 256 * 1024;
@@ -473,7 +475,9 @@ impl Kernels {
             }
         };
         if rows > 8 && x.len() >= SERIAL_NORM_ELEMS {
-            x.par_chunks(d).zip(out.par_chunks_mut(d)).for_each(apply);
+            // Tasks of NORM_TASK_ROWS rows: one task per row cost more in scheduling than the norm.
+            let task = d * NORM_TASK_ROWS;
+            x.par_chunks(task).zip(out.par_chunks_mut(task)).for_each(|(xs, os)| xs.chunks(d).zip(os.chunks_mut(d)).for_each(apply));
         } else {
             x.chunks(d).zip(out.chunks_mut(d)).for_each(apply);
         }
@@ -492,7 +496,11 @@ impl Kernels {
             }
         };
         if x.len() / d > 8 && x.len() >= SERIAL_NORM_ELEMS {
-            x.par_chunks_mut(d).zip(delta.par_chunks(d)).zip(out.par_chunks_mut(d)).for_each(apply);
+            let task = d * NORM_TASK_ROWS;
+            x.par_chunks_mut(task)
+                .zip(delta.par_chunks(task))
+                .zip(out.par_chunks_mut(task))
+                .for_each(|((xs, ds), os)| xs.chunks_mut(d).zip(ds.chunks(d)).zip(os.chunks_mut(d)).for_each(apply));
         } else {
             x.chunks_mut(d).zip(delta.chunks(d)).zip(out.chunks_mut(d)).for_each(apply);
         }
