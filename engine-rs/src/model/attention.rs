@@ -25,9 +25,10 @@ pub struct SeqSpan<'a> {
 /// the pool and joining it, and the other cores are busy serving HTTP anyway.
 const SERIAL_WORK: usize = 1 << 21;
 
-/// Sequences with at least this many new rows (prefill chunks) take the block kernel where it applies;
-/// decode rows keep the per-row kernels.
-const MIN_BLOCK_ROWS: usize = 4;
+// Where the block kernel applies it takes every row, decode rows (blocks of one) included: its
+// arithmetic for a query does not depend on the block around it, but differs from the per-row
+// kernels', and a request's logits must not depend on how its tokens were batched, cached or
+// retracted (tests/engine_core_test.ts checks logprobs bit for bit).
 
 /// out[row, head] = softmax(q·Kᵀ / sqrt(d)) · V over positions 0..=pos of the row's sequence.
 /// The new tokens' K/V must already be in `k_cache`/`v_cache` at their slots.
@@ -41,8 +42,8 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
     let kv_dim = num_kv_heads * head_dim;
     let group = num_heads / num_kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    // Item = (span, first row, rows, first KV head): rows > 0 is a prefill block of that many rows
-    // for one KV head (`attend_block`), rows == 0 one row for a run of KV heads (`attend_heads`).
+    // Item = (span, first row, rows, first KV head): rows > 0 is a block of that many rows for one
+    // KV head (`attend_block`), rows == 0 one row for a run of KV heads (`attend_heads`).
     let mut items: Vec<(usize, usize, usize, usize)> = Vec::new();
     let mut work = 0usize;
     let run_len = kernels.attention_heads_per_call(head_dim, num_kv_heads);
@@ -52,7 +53,7 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
             work += (span.start_pos + i + 1) * 2 * num_heads * head_dim;
         }
         match block_rows {
-            Some(b) if span.len >= MIN_BLOCK_ROWS => {
+            Some(b) => {
                 for i in (0..span.len).step_by(b) {
                     for kvh in 0..num_kv_heads {
                         items.push((si, i, b.min(span.len - i), kvh));

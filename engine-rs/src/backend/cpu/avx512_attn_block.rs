@@ -12,6 +12,10 @@
 use super::avx512_attn::exp_ps;
 use std::arch::x86_64::*;
 
+/// A decode row's heads (group × head_dim values) up to which `attend_one_row` keeps its outputs
+/// in registers (24 accumulators).
+const ONE_ROW_MAX_VALUES: usize = 24 * 16;
+
 /// Query vectors per block: two 16-lane registers.
 pub const MAX_QUERIES: usize = 32;
 const LANES: usize = 16;
@@ -57,6 +61,9 @@ pub unsafe fn attend_block(
     debug_assert!(nq <= MAX_QUERIES && supports(d, group));
     let n = first_pos + rows;
     assert!(slots.len() >= n, "attend_block: {} slots for {n} positions", slots.len());
+    if rows == 1 && group * d <= ONE_ROW_MAX_VALUES {
+        return attend_one_row(q, group, d, k, v, &slots[..n], stride, offset, scale, out, scratch);
+    }
     const W: usize = MAX_QUERIES;
     // Grown, never cleared: every score and output cell is written before it is read, and only the
     // query panel's unused lanes must be zero (a zero-fill of the whole buffer per block cost ~5% of
@@ -187,4 +194,97 @@ pub unsafe fn attend_block(
 fn lanes_below(n: usize, base: usize) -> __mmask16 {
     let k = n.saturating_sub(base).min(LANES);
     if k >= LANES { 0xFFFF } else { ((1u32 << k) - 1) as __mmask16 }
+}
+
+/// One decode row (`rows == 1`): the same arithmetic per query vector as `attend_block` (scores as a
+/// lane-wise FMA chain over the dims of the pre-scaled query, lane-wise softmax, then for every
+/// position `out += p · V_j` in position order), so results are bit-identical to a block's, but the
+/// scores use one register of query lanes and the V side runs with lanes = dims and no transposes:
+/// about 3x fewer operations than a one-row block.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn attend_one_row(
+    q: *const f32,
+    group: usize,
+    d: usize,
+    k: *const f32,
+    v: *const f32,
+    slots: &[u32],
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    out: *mut f32,
+    scratch: &mut Vec<f32>,
+) {
+    let n = slots.len();
+    let need = d * LANES + n * LANES;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let (qt, st) = scratch.split_at_mut(d * LANES);
+    qt[..d * LANES].fill(0.0);
+    for g in 0..group {
+        for dd in 0..d {
+            qt[dd * LANES + g] = *q.add(g * d + dd) * scale;
+        }
+    }
+    let qt = qt.as_ptr();
+    let row = |j: usize| slots[j] as usize * stride + offset;
+    let mut j = 0;
+    while j + 4 <= n {
+        let ks = [k.add(row(j)), k.add(row(j + 1)), k.add(row(j + 2)), k.add(row(j + 3))];
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for dd in 0..d {
+            let q0 = _mm512_loadu_ps(qt.add(dd * LANES));
+            for (r, kr) in ks.iter().enumerate() {
+                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*kr.add(dd)), q0, acc[r]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(st.as_mut_ptr().add((j + r) * LANES), *a);
+        }
+        j += 4;
+    }
+    while j < n {
+        let kr = k.add(row(j));
+        let mut a = _mm512_setzero_ps();
+        for dd in 0..d {
+            a = _mm512_fmadd_ps(_mm512_set1_ps(*kr.add(dd)), _mm512_loadu_ps(qt.add(dd * LANES)), a);
+        }
+        _mm512_storeu_ps(st.as_mut_ptr().add(j * LANES), a);
+        j += 1;
+    }
+    let m = lanes_below(group, 0);
+    let st = st.as_mut_ptr();
+    let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+    for j in 0..n {
+        max = _mm512_mask_max_ps(max, m, max, _mm512_loadu_ps(st.add(j * LANES)));
+    }
+    let mut sum = _mm512_setzero_ps();
+    for j in 0..n {
+        let p = st.add(j * LANES);
+        let e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(p), max)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(p, e);
+    }
+    let mut inv = [0f32; LANES];
+    _mm512_storeu_ps(inv.as_mut_ptr(), _mm512_div_ps(_mm512_set1_ps(1.0), sum));
+    // out[g][dd] = Σ_j p[j][g] · V_j[dd]: lanes = dims, one accumulator per (head, 16 dims).
+    let per_head = d / LANES;
+    let mut acc = [_mm512_setzero_ps(); ONE_ROW_MAX_VALUES / LANES];
+    for j in 0..n {
+        let vr = v.add(row(j));
+        for c in 0..per_head {
+            let vv = _mm512_loadu_ps(vr.add(c * LANES));
+            for g in 0..group {
+                let a = &mut acc[g * per_head + c];
+                *a = _mm512_fmadd_ps(vv, _mm512_set1_ps(*st.add(j * LANES + g)), *a);
+            }
+        }
+    }
+    for g in 0..group {
+        for c in 0..per_head {
+            _mm512_storeu_ps(out.add(g * d + c * LANES), _mm512_mul_ps(acc[g * per_head + c], _mm512_set1_ps(inv[g])));
+        }
+    }
 }
