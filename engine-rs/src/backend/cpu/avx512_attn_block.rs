@@ -231,6 +231,35 @@ unsafe fn attend_one_row(
     let qt = qt.as_ptr();
     let row = |j: usize| slots[j] as usize * stride + offset;
     let mut j = 0;
+    if group <= TRANSPOSED_MAX_GROUP {
+        // 16 positions at a time with lanes = positions: their K rows are transposed in registers, and
+        // each query head then needs one FMA per dim for all 16 (the same product and the same order
+        // of additions as the lanes = queries form below, so the same bits).
+        let idx = transpose_indices();
+        while j + LANES <= n {
+            let mut acc = [_mm512_setzero_ps(); TRANSPOSED_MAX_GROUP];
+            for c in (0..d).step_by(LANES) {
+                let mut t = [_mm512_setzero_ps(); LANES];
+                for (r, tr) in t.iter_mut().enumerate() {
+                    *tr = _mm512_loadu_ps(k.add(row(j + r) + c));
+                }
+                transpose16(&mut t, &idx);
+                for (u, tu) in t.iter().enumerate() {
+                    for (g, a) in acc.iter_mut().enumerate().take(group) {
+                        *a = _mm512_fmadd_ps(*tu, _mm512_set1_ps(*qt.add((c + u) * LANES + g)), *a);
+                    }
+                }
+            }
+            let mut lanes = [0f32; LANES];
+            for (g, a) in acc.iter().enumerate().take(group) {
+                _mm512_storeu_ps(lanes.as_mut_ptr(), *a);
+                for (r, &x) in lanes.iter().enumerate() {
+                    st[(j + r) * LANES + g] = x;
+                }
+            }
+            j += LANES;
+        }
+    }
     while j + 4 <= n {
         let ks = [k.add(row(j)), k.add(row(j + 1)), k.add(row(j + 2)), k.add(row(j + 3))];
         let mut acc = [_mm512_setzero_ps(); 4];
@@ -285,6 +314,42 @@ unsafe fn attend_one_row(
     for g in 0..group {
         for c in 0..per_head {
             _mm512_storeu_ps(out.add(g * d + c * LANES), _mm512_mul_ps(acc[g * per_head + c], _mm512_set1_ps(inv[g])));
+        }
+    }
+}
+
+/// Query heads up to which a decode row scores 16 positions at once on transposed K rows.
+const TRANSPOSED_MAX_GROUP: usize = 8;
+
+/// permutex2var indices of the four rounds of `transpose16` (s = 8, 4, 2, 1): the low and high halves.
+fn transpose_indices() -> [[__m512i; 2]; 4] {
+    let mut out = [[unsafe { _mm512_setzero_si512() }; 2]; 4];
+    for (round, s) in [8usize, 4, 2, 1].into_iter().enumerate() {
+        let mut lo = [0i32; LANES];
+        let mut hi = [0i32; LANES];
+        for j in 0..LANES {
+            let (l, h) = if j & s == 0 { (j, j + s) } else { (16 + j - s, 16 + j) };
+            lo[j] = l as i32;
+            hi[j] = h as i32;
+        }
+        // SAFETY: plain loads of 16 i32 from local arrays (AVX-512F is checked by the callers).
+        out[round] = unsafe { [_mm512_loadu_si512(lo.as_ptr() as *const _), _mm512_loadu_si512(hi.as_ptr() as *const _)] };
+    }
+    out
+}
+
+/// In-register 16 × 16 transpose: afterwards `t[i]` lane `j` holds what `t[j]` lane `i` held. Four
+/// rounds swap the off-diagonal halves of ever smaller blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn transpose16(t: &mut [__m512; LANES], idx: &[[__m512i; 2]; 4]) {
+    for (round, s) in [8usize, 4, 2, 1].into_iter().enumerate() {
+        for i in 0..LANES {
+            if i & s == 0 {
+                let (a, b) = (t[i], t[i + s]);
+                t[i] = _mm512_permutex2var_ps(a, idx[round][0], b);
+                t[i + s] = _mm512_permutex2var_ps(a, idx[round][1], b);
+            }
         }
     }
 }
