@@ -170,7 +170,7 @@ impl Interleaved {
 /// Below this many multiply-adds a product runs on the calling thread (waking the pool costs more).
 #[cfg(target_arch = "x86_64")]
 const SERIAL_MACS: usize = 1 << 20;
-/// Weight bytes a task's groups span at most, so they stay in L2 while every token tile passes.
+/// Weight bytes a task's groups span at most (tasks small enough for the threads to even out).
 #[cfg(target_arch = "x86_64")]
 const TASK_BYTES: usize = 192 << 10;
 
@@ -220,8 +220,10 @@ impl Interleaved {
             // SAFETY: features checked by the caller; each group holds `blocks` blocks; every token has
             // `blocks` blocks (asserted); (token, row) places are inside that matrix's `out` and
             // disjoint across tasks.
-            for (ti, tile) in tokens.chunks(MAX_TOKENS).enumerate() {
-                for g in g0..g1 {
+            // Group outer: its weights (a few KB) stay in L1 while every token tile passes; the tokens'
+            // blocks come from L2 (down_proj at 256 tokens: 199 → 244 GMAC/s against tiles outer).
+            for g in g0..g1 {
+                for (ti, tile) in tokens.chunks(MAX_TOKENS).enumerate() {
                     let at = dst.at(ti * MAX_TOKENS * rows + g * GROUP);
                     group_dot(kind, &m.group(g), blocks, tile, at, rows, GROUP.min(rows - g * GROUP));
                 }
