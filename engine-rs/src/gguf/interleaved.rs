@@ -1,4 +1,4 @@
-//! Q4_0 / Q4_1 / Q8_0 weights re-laid at first use so one 512-bit register holds 16 rows at once.
+//! Q4_0 / Q4_1 / Q8_0 weights re-laid at load (or first use) so one 512-bit register holds 16 rows at once.
 //!
 //! Why: in GGUF order a row's 32-value blocks follow each other, so a SIMD dot product of one row
 //! ends in a horizontal sum and pays scalar work (f16 scales, offsets) per block per row; that kept

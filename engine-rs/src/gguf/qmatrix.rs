@@ -24,7 +24,7 @@ pub struct QMatrix {
     source: WeightSource,
     start: usize,
     row_bytes: usize,
-    /// The row-interleaved copy the AVX-512 kernels multiply (made at first use; None where the type
+    /// The row-interleaved copy the AVX-512 kernels multiply (made by `prepare` or at first use; None where the type
     /// has no such kernel or `LLM_GGUF_INTERLEAVE=0`).
     interleaved: Arc<OnceLock<Option<Interleaved>>>,
     /// Where that copy goes: the model's shared arena when the loader gave one.
@@ -77,6 +77,14 @@ impl QMatrix {
     pub fn with_arena(mut self, arena: Arc<PackArena>) -> QMatrix {
         self.arena = Some(arena);
         self
+    }
+
+    /// Makes the row-interleaved copy now where this CPU's kernels use one (the loader calls it, so the
+    /// copy exists before the KV pool is planned and the first request does not pay for it).
+    pub fn prepare(&self) {
+        if Isa::detect() == Isa::Avx512 {
+            let _ = self.interleaved();
+        }
     }
 
     /// The row-interleaved copy, packed on first call (Q4_0, Q4_1, Q8_0).

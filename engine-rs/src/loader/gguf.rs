@@ -179,7 +179,11 @@ impl Builder {
 
     fn finish(&self, q: QMatrix) -> Weight {
         match self.compute {
-            GgufCompute::Stored => Weight::Quantized(q.with_arena(self.arena.clone())),
+            GgufCompute::Stored => {
+                let q = q.with_arena(self.arena.clone());
+                q.prepare();
+                Weight::Quantized(q)
+            }
             GgufCompute::Dense(dtype) => {
                 let mut values = vec![0f32; q.rows * q.cols];
                 values.par_chunks_mut(q.cols).enumerate().for_each(|(r, row)| q.dequantize_row(r, row));
