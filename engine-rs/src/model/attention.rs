@@ -1,6 +1,6 @@
 //! Causal grouped-query attention of one forward pass over the KV slots each sequence names.
 
-use crate::backend::cpu::{Kernels, SharedOut};
+use crate::backend::cpu::{Kernels, KvTable, SharedOut};
 use rayon::prelude::*;
 
 /// Shape of the attention heads.
@@ -78,7 +78,8 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
             // SAFETY: the block reads q and writes out at rows row..row+rows, heads of KV head kvh
             // only (inside both: spans lie in the batch); no other item writes those.
             unsafe {
-                kernels.attend_block(q[at..].as_ptr(), q_dim, rows, group, head_dim, k_cache, v_cache, span.slots, span.start_pos + i, kv_dim, kvh * head_dim, scale, out_ptr.at(at), scratch)
+                let kv = KvTable { k: k_cache, v: v_cache, slots: span.slots, stride: kv_dim, offset: kvh * head_dim };
+                kernels.attend_block(q[at..].as_ptr(), q_dim, rows, group, head_dim, kv, span.start_pos + i, scale, out_ptr.at(at), scratch)
             };
             return;
         }

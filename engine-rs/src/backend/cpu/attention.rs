@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// One KV head's rows in the cache tables: position j's K (V) row starts at element
+/// `slots[j] * stride + offset` of `k` (`v`).
+#[derive(Clone, Copy)]
+pub struct KvTable<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub slots: &'a [u32],
+    pub stride: usize,
+    pub offset: usize,
+}
+
 impl Kernels {
     /// How many consecutive KV heads one attention call should take: all of them where the kernel
     /// reads whole K/V rows (head_dim 8 or 16 on AVX-512), else one (the caller spreads heads over threads).
@@ -27,7 +38,7 @@ impl Kernels {
 
     /// Attention of `rows` consecutive query rows of one sequence (positions `first_pos..`) for the
     /// `group` query heads of one KV head: row i's heads are read from `q` and written to `out` at
-    /// `i * row_stride + g * d` (d = head_dim), and see K/V rows `slots[..first_pos + i + 1]`.
+    /// `i * row_stride + g * d` (d = head_dim), and see K/V rows `kv.slots[..first_pos + i + 1]`.
     /// Only where `attention_block_rows` said so, with `rows` at most what it said.
     ///
     /// # Safety
@@ -40,25 +51,24 @@ impl Kernels {
         rows: usize,
         group: usize,
         d: usize,
-        k: &[f32],
-        v: &[f32],
-        slots: &[u32],
+        kv: KvTable,
         first_pos: usize,
-        stride: usize,
-        offset: usize,
         scale: f32,
         out: *mut f32,
         scratch: &mut Vec<f32>,
     ) {
         let max_rows = self.attention_block_rows(d, group).expect("attend_block: no block kernel for this shape");
         assert!(rows >= 1 && rows <= max_rows, "attend_block: {rows} rows (1..={max_rows})");
-        let visible = &slots[..first_pos + rows];
+        let visible = &kv.slots[..first_pos + rows];
         assert!(
-            visible.iter().all(|&s| s as usize * stride + offset + d <= k.len().min(v.len())),
+            visible.iter().all(|&s| s as usize * kv.stride + kv.offset + d <= kv.k.len().min(kv.v.len())),
             "attend_block: slot outside the table"
         );
         #[cfg(target_arch = "x86_64")]
-        avx512_attn_block::attend_block(q, row_stride, rows, group, d, k.as_ptr(), v.as_ptr(), visible, first_pos, stride, offset, scale, out, scratch);
+        {
+            let rows_read = avx512_attn_block::KvRows { k: kv.k.as_ptr(), v: kv.v.as_ptr(), slots: visible, stride: kv.stride, offset: kv.offset };
+            avx512_attn_block::attend_block(q, row_stride, rows, group, d, rows_read, first_pos, scale, out, scratch);
+        }
     }
 
     /// `attend_group` for `kv_heads` consecutive KV heads: q and out hold kv_heads * group heads

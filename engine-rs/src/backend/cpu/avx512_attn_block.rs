@@ -20,6 +20,25 @@ const ONE_ROW_MAX_VALUES: usize = 24 * 16;
 pub const MAX_QUERIES: usize = 32;
 const LANES: usize = 16;
 
+/// The K/V rows a call reads: position j's K (V) row starts at element `slots[j] * stride + offset`
+/// of `k` (`v`).
+#[derive(Clone, Copy)]
+pub struct KvRows<'a> {
+    pub k: *const f32,
+    pub v: *const f32,
+    pub slots: &'a [u32],
+    pub stride: usize,
+    pub offset: usize,
+}
+
+impl KvRows<'_> {
+    /// Where position j's row starts.
+    #[inline]
+    fn row(&self, j: usize) -> usize {
+        self.slots[j] as usize * self.stride + self.offset
+    }
+}
+
 /// Whether the kernel takes this head shape.
 pub fn supports(head_dim: usize, group: usize) -> bool {
     head_dim % LANES == 0 && head_dim <= 256 && (1..=MAX_QUERIES).contains(&group)
@@ -47,22 +66,20 @@ pub unsafe fn attend_block(
     rows: usize,
     group: usize,
     d: usize,
-    k: *const f32,
-    v: *const f32,
-    slots: &[u32],
+    kv: KvRows,
     first_pos: usize,
-    stride: usize,
-    offset: usize,
     scale: f32,
     out: *mut f32,
     scratch: &mut Vec<f32>,
 ) {
+    let (k, v) = (kv.k, kv.v);
     let nq = rows * group;
     debug_assert!(nq <= MAX_QUERIES && supports(d, group));
     let n = first_pos + rows;
-    assert!(slots.len() >= n, "attend_block: {} slots for {n} positions", slots.len());
+    assert!(kv.slots.len() >= n, "attend_block: {} slots for {n} positions", kv.slots.len());
+    let kv = KvRows { slots: &kv.slots[..n], ..kv };
     if rows == 1 && group * d <= ONE_ROW_MAX_VALUES {
-        return attend_one_row(q, group, d, k, v, &slots[..n], stride, offset, scale, out, scratch);
+        return attend_one_row(q, group, d, kv, scale, out, scratch);
     }
     const W: usize = MAX_QUERIES;
     // Grown, never cleared: every score and output cell is written before it is read, and only the
@@ -86,7 +103,7 @@ pub unsafe fn attend_block(
         }
     }
     let qt = qt.as_ptr();
-    let row = |j: usize| slots[j] as usize * stride + offset;
+    let row = |j: usize| kv.row(j);
 
     // Scores st[j][qi], four K rows at a time so eight independent FMA chains hide the latency.
     let mut j = 0;
@@ -203,20 +220,8 @@ fn lanes_below(n: usize, base: usize) -> __mmask16 {
 /// about 3x fewer operations than a one-row block.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn attend_one_row(
-    q: *const f32,
-    group: usize,
-    d: usize,
-    k: *const f32,
-    v: *const f32,
-    slots: &[u32],
-    stride: usize,
-    offset: usize,
-    scale: f32,
-    out: *mut f32,
-    scratch: &mut Vec<f32>,
-) {
-    let n = slots.len();
+unsafe fn attend_one_row(q: *const f32, group: usize, d: usize, kv: KvRows, scale: f32, out: *mut f32, scratch: &mut Vec<f32>) {
+    let (k, v, n) = (kv.k, kv.v, kv.slots.len());
     let need = d * LANES + n * LANES;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
@@ -229,7 +234,7 @@ unsafe fn attend_one_row(
         }
     }
     let qt = qt.as_ptr();
-    let row = |j: usize| slots[j] as usize * stride + offset;
+    let row = |j: usize| kv.row(j);
     let mut j = 0;
     if group <= TRANSPOSED_MAX_GROUP {
         // 16 positions at a time with lanes = positions: their K rows are transposed in registers, and

@@ -9,6 +9,7 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 mod attention;
+pub use attention::KvTable;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]

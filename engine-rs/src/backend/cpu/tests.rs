@@ -406,9 +406,10 @@ fn attend_block_agrees_with_rows_one_at_a_time() {
                     let kvh = 1;
                     let at = kvh * group * d;
                     let mut got = vec![f32::NAN; rows * row_stride];
+                    let table = KvTable { k: &k, v: &v, slots: &slots, stride, offset: 2 + kvh * d };
                     // SAFETY: q and got hold `rows` rows of row_stride with this KV head's heads inside.
                     unsafe {
-                        kern.attend_block(q[at..].as_ptr(), row_stride, rows, group, d, &k, &v, &slots, first_pos, stride, 2 + kvh * d, 0.3, got[at..].as_mut_ptr(), &mut vec![1.0; 3])
+                        kern.attend_block(q[at..].as_ptr(), row_stride, rows, group, d, table, first_pos, 0.3, got[at..].as_mut_ptr(), &mut vec![1.0; 3])
                     };
                     for i in 0..rows {
                         let mut want = vec![0.0; group * d];
@@ -426,7 +427,7 @@ fn attend_block_agrees_with_rows_one_at_a_time() {
                     for i in 0..rows {
                         let mut alone = vec![f32::NAN; row_stride];
                         unsafe {
-                            kern.attend_block(q[i * row_stride + at..].as_ptr(), row_stride, 1, group, d, &k, &v, &slots, first_pos + i, stride, 2 + kvh * d, 0.3, alone[at..].as_mut_ptr(), &mut Vec::new())
+                            kern.attend_block(q[i * row_stride + at..].as_ptr(), row_stride, 1, group, d, table, first_pos + i, 0.3, alone[at..].as_mut_ptr(), &mut Vec::new())
                         };
                         let (a, b) = (&alone[at..at + group * d], &got[i * row_stride + at..][..group * d]);
                         assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{isa:?} d={d} g={group} row {i}: alone differs from in block");
