@@ -25,7 +25,7 @@ use super::dtype::GgmlType;
 use super::quants::Q8Block;
 use super::pack_arena::{ArenaSlice, PackArena};
 #[cfg(target_arch = "x86_64")]
-use crate::backend::cpu::SharedOut;
+use crate::backend::cpu::{SharedOut, SERIAL_MACS};
 #[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 
@@ -167,9 +167,6 @@ impl Interleaved {
     }
 }
 
-/// Below this many multiply-adds a product runs on the calling thread (waking the pool costs more).
-#[cfg(target_arch = "x86_64")]
-const SERIAL_MACS: usize = 1 << 20;
 /// Weight bytes a task's groups span at most (tasks small enough for the threads to even out).
 #[cfg(target_arch = "x86_64")]
 const TASK_BYTES: usize = 192 << 10;

@@ -25,17 +25,17 @@ pub struct SeqSpan<'a> {
 /// the pool and joining it, and the other cores are busy serving HTTP anyway.
 const SERIAL_WORK: usize = 1 << 21;
 
-// Where the block kernel applies it takes every row, decode rows (blocks of one) included: its
-// arithmetic for a query does not depend on the block around it, but differs from the per-row
-// kernels', and a request's logits must not depend on how its tokens were batched, cached or
-// retracted (tests/engine_core_test.ts checks logprobs bit for bit).
-
 /// out[row, head] = softmax(q·Kᵀ / sqrt(d)) · V over positions 0..=pos of the row's sequence.
 /// The new tokens' K/V must already be in `k_cache`/`v_cache` at their slots.
-/// Work item = (query row, run of KV heads): the GQA group's query heads share every K/V row it
-/// reads. The run is one head (a single decode token still spreads over the heads' tasks) unless the
-/// kernel reads whole rows for small heads, then all of them. Items run in a few coarse chunks (one
-/// scratch buffer each), or all on this thread when small.
+/// Where the block kernel applies (`attention_block_rows`), a work item is a block of a sequence's
+/// rows for one KV head, decode rows (blocks of one) included: its arithmetic for a query does not
+/// depend on the block around it but differs from the per-row kernels', and a request's logits must
+/// not depend on how its tokens were batched, cached or retracted (tests/engine_core_test.ts checks
+/// logprobs bit for bit). Elsewhere an item is one row for a run of KV heads: the GQA group's query
+/// heads share every K/V row it reads; the run is one head (a single decode token still spreads
+/// over the heads' tasks) unless the kernel reads whole rows for small heads, then all of them.
+/// Multi-row blocks run one per task, other items in a few coarse chunks (one scratch buffer
+/// each), or everything on this thread when small.
 pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
     let Heads { num_heads, num_kv_heads, head_dim } = heads;
     let q_dim = num_heads * head_dim;
@@ -96,8 +96,8 @@ pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_c
         items.iter().for_each(|it| run(it, &mut scratch));
     } else {
         // Prefill blocks are big and causal (later rows see more positions): one per task, so the
-        // threads even out; per-row items go in a few coarse chunks.
-        let chunk = if items.iter().any(|it| it.2 > 0) { 1 } else { items.len().div_ceil(threads * 4).max(1) };
+        // threads even out; single rows (decode) go in a few coarse chunks.
+        let chunk = if items.iter().any(|it| it.2 > 1) { 1 } else { items.len().div_ceil(threads * 4).max(1) };
         items.par_chunks(chunk).for_each_init(Vec::new, |scratch, c| c.iter().for_each(|it| run(it, scratch)));
     }
 }

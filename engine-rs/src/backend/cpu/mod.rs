@@ -84,7 +84,7 @@ impl SharedOut {
 /// Below this many multiply-adds (and with weights under TASK_WEIGHT_BYTES) a matmul runs its tasks on
 /// the calling thread: waking the pool and joining it costs more than the arithmetic (a tiny model's
 /// projections are ~0.3M at batch 64).
-const SERIAL_MACS: usize = 1 << 20;
+pub(crate) const SERIAL_MACS: usize = 1 << 20;
 /// Below this many activations a row-wise norm runs on the calling thread (64 rows of 64 are ~1 µs).
 const SERIAL_NORM_ELEMS: usize = 1 << 16;
 /// Rows per parallel task of a norm.
