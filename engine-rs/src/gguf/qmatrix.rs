@@ -190,12 +190,22 @@ impl QMatrix {
 
 /// Q8 blocks of `n_tokens` rows of `cols` floats, token after token (in parallel for a batch).
 fn quantize_tokens(x: &[f32], cols: usize, n_tokens: usize) -> Vec<super::quants::Q8Block> {
-    if n_tokens > 1 {
-        x.par_chunks(cols).map(super::quants::quantize_q8).collect::<Vec<_>>().concat()
+    use super::quants::{quantize_q8_into, Q8Block};
+    let blocks = cols / 32;
+    let mut out = vec![Q8Block::ZERO; n_tokens * blocks];
+    // Straight into one buffer, tokens in chunks: a Vec per token and a concat cost more than the
+    // quantization itself (down_proj at 512 tokens: 0.36 ms of a 1.5 ms product).
+    let per_task = QUANTIZE_TASK_TOKENS * blocks;
+    if n_tokens > QUANTIZE_TASK_TOKENS {
+        out.par_chunks_mut(per_task).zip(x.par_chunks(per_task * 32)).for_each(|(o, xs)| quantize_q8_into(xs, o));
     } else {
-        super::quants::quantize_q8(x)
+        quantize_q8_into(x, &mut out);
     }
+    out
 }
+
+/// Tokens per parallel quantization task.
+const QUANTIZE_TASK_TOKENS: usize = 16;
 
 impl std::fmt::Debug for QMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
