@@ -173,30 +173,30 @@ const TASK_BYTES: usize = 192 << 10;
 
 #[cfg(target_arch = "x86_64")]
 impl Interleaved {
-    /// `out[t * rows + r] = row r · token t`, token t's blocks at `acts[t * blocks..]` (AVX-512 VNNI).
+    /// `out[t * rows + r] = row r · x[t]` for `n` tokens of `blocks · 32` floats (AVX-512 VNNI).
     ///
     /// # Safety
     /// The CPU must have the features `Isa::Avx512` stands for.
-    pub unsafe fn matmul(&self, acts: &[Q8Block], out: &mut [f32]) {
-        Self::matmul_many(&[self], acts, &mut [out]);
+    pub unsafe fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        Self::matmul_many(&[self], x, n, &mut [out]);
     }
 
     /// `matmul` of several matrices with the same columns over the same activations (q/k/v, gate/up)
-    /// in one parallel pass: one wake-up of the pool, and the small ones do not leave threads idle.
+    /// in one parallel pass: `x` is quantized once, one wake-up of the pool, and the small ones do not
+    /// leave threads idle.
     ///
     /// # Safety
     /// As `matmul`.
-    pub unsafe fn matmul_many(mats: &[&Interleaved], acts: &[Q8Block], outs: &mut [&mut [f32]]) {
+    pub unsafe fn matmul_many(mats: &[&Interleaved], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
         use super::dot::avx512_groups::{group_dot, MAX_TOKENS};
         assert_eq!(mats.len(), outs.len());
         let blocks = mats[0].blocks;
-        assert!(blocks > 0 && acts.len() % blocks == 0, "interleaved matmul: {} activation blocks for rows of {blocks}", acts.len());
-        let n = acts.len() / blocks;
+        assert!(blocks > 0 && x.len() == n * blocks * 32, "interleaved matmul: {} floats for {n} tokens of {blocks} blocks", x.len());
         for (m, out) in mats.iter().zip(outs.iter()) {
             assert_eq!(m.blocks, blocks, "interleaved matmul: fused matrices differ in columns");
             assert_eq!(out.len(), n * m.rows, "interleaved matmul: out has {} floats, expected {n}×{}", out.len(), m.rows);
         }
-        let tokens: Vec<&[Q8Block]> = acts.chunks(blocks).collect();
+        let acts = quantize_tiles(x, blocks, n);
         let threads = rayon::current_num_threads();
         // Tasks: (matrix, first group, end group).
         let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
@@ -220,9 +220,10 @@ impl Interleaved {
             // Group outer: its weights (a few KB) stay in L1 while every token tile passes; the tokens'
             // blocks come from L2 (down_proj at 256 tokens: 199 → 244 GMAC/s against tiles outer).
             for g in g0..g1 {
-                for (ti, tile) in tokens.chunks(MAX_TOKENS).enumerate() {
-                    let at = dst.at(ti * MAX_TOKENS * rows + g * GROUP);
-                    group_dot(kind, &m.group(g), blocks, tile, at, rows, GROUP.min(rows - g * GROUP));
+                for t0 in (0..n).step_by(MAX_TOKENS) {
+                    let at = dst.at(t0 * rows + g * GROUP);
+                    let tile = acts[t0 * blocks..].as_ptr();
+                    group_dot(kind, &m.group(g), blocks, tile, MAX_TOKENS.min(n - t0), at, rows, GROUP.min(rows - g * GROUP));
                 }
             }
         };
@@ -233,4 +234,42 @@ impl Interleaved {
             tasks.par_iter().for_each(task);
         }
     }
+}
+
+/// Tokens per parallel quantization task: whole kernel tiles.
+#[cfg(target_arch = "x86_64")]
+const QUANTIZE_TASK_TOKENS: usize = 16;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(QUANTIZE_TASK_TOKENS % super::dot::avx512_groups::MAX_TOKENS == 0);
+
+/// Q8 blocks of `n` tokens of `blocks · 32` floats in the group kernel's order: tiles of
+/// `MAX_TOKENS` tokens (the last may be shorter), tile starting at token t0 at `t0 · blocks`, and
+/// within it block b of its token t at `b · tile_len + t`, so the kernel reads one block of every
+/// token as one run instead of `tile_len` streams.
+///
+/// # Safety
+/// The CPU must support avx512f/bw and f16c.
+#[cfg(target_arch = "x86_64")]
+unsafe fn quantize_tiles(x: &[f32], blocks: usize, n: usize) -> Vec<Q8Block> {
+    use super::dot::avx512_groups::MAX_TOKENS;
+    use super::dot::avx512_quant::quantize_q8_strided;
+    let mut out = vec![Q8Block::ZERO; n * blocks];
+    let cols = blocks * 32;
+    let chunk = |(c, (o, xs)): (usize, (&mut [Q8Block], &[f32]))| {
+        for (i, xt) in xs.chunks_exact(cols).enumerate() {
+            let t = c * QUANTIZE_TASK_TOKENS + i;
+            let (t0, len) = (t / MAX_TOKENS * MAX_TOKENS, MAX_TOKENS.min(n - t / MAX_TOKENS * MAX_TOKENS));
+            let at = (t0 - c * QUANTIZE_TASK_TOKENS) * blocks + (t - t0);
+            // SAFETY: block b of token t lands at at + b * len < (t0 + len) * blocks, inside this
+            // task's chunk (tasks hold whole tiles); features as the caller promised.
+            quantize_q8_strided(xt, o.as_mut_ptr().add(at), len);
+        }
+    };
+    let per_task = QUANTIZE_TASK_TOKENS * blocks;
+    if n > QUANTIZE_TASK_TOKENS {
+        out.par_chunks_mut(per_task).zip(x.par_chunks(QUANTIZE_TASK_TOKENS * cols)).enumerate().for_each(chunk);
+    } else {
+        chunk((0, (&mut out[..], x)));
+    }
+    out
 }

@@ -104,9 +104,8 @@ impl QMatrix {
         if Isa::detect() == Isa::Avx512 && n_tokens > 0 {
             let packed: Option<Vec<&Interleaved>> = ms.iter().map(|m| m.interleaved()).collect();
             if let Some(p) = packed.filter(|p| p.iter().all(|i| i.blocks == p[0].blocks) && ms[0].cols == x.len() / n_tokens) {
-                let acts = quantize_tokens(x, ms[0].cols, n_tokens);
                 // SAFETY: Avx512 was detected; geometry is asserted inside.
-                unsafe { Interleaved::matmul_many(&p, &acts, outs) };
+                unsafe { Interleaved::matmul_many(&p, x, n_tokens, outs) };
                 return;
             }
         }
@@ -130,9 +129,8 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512 {
             if let Some(packed) = self.interleaved() {
-                let acts = quantize_tokens(x, self.cols, n_tokens);
                 // SAFETY: `isa` is Avx512 only when `Isa::detect` found its features.
-                unsafe { packed.matmul(&acts, out) };
+                unsafe { packed.matmul(x, n_tokens, out) };
                 return;
             }
         }
@@ -187,25 +185,6 @@ impl QMatrix {
     }
 }
 
-
-/// Q8 blocks of `n_tokens` rows of `cols` floats, token after token (in parallel for a batch).
-fn quantize_tokens(x: &[f32], cols: usize, n_tokens: usize) -> Vec<super::quants::Q8Block> {
-    use super::quants::{quantize_q8_into, Q8Block};
-    let blocks = cols / 32;
-    let mut out = vec![Q8Block::ZERO; n_tokens * blocks];
-    // Straight into one buffer, tokens in chunks: a Vec per token and a concat cost more than the
-    // quantization itself (down_proj at 512 tokens: 0.36 ms of a 1.5 ms product).
-    let per_task = QUANTIZE_TASK_TOKENS * blocks;
-    if n_tokens > QUANTIZE_TASK_TOKENS {
-        out.par_chunks_mut(per_task).zip(x.par_chunks(per_task * 32)).for_each(|(o, xs)| quantize_q8_into(xs, o));
-    } else {
-        quantize_q8_into(x, &mut out);
-    }
-    out
-}
-
-/// Tokens per parallel quantization task.
-const QUANTIZE_TASK_TOKENS: usize = 16;
 
 impl std::fmt::Debug for QMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -16,6 +16,9 @@ use std::arch::x86_64::*;
 /// in registers (24 accumulators).
 const ONE_ROW_MAX_VALUES: usize = 24 * 16;
 
+/// Positions per chunk of the V pass: 64 × 128 B of scores plus 64 V rows fit L1 with room to spare.
+const PV_CHUNK: usize = 64;
+
 /// Query vectors per block: two 16-lane registers.
 pub const MAX_QUERIES: usize = 32;
 const LANES: usize = 16;
@@ -177,20 +180,33 @@ pub unsafe fn attend_block(
     }
 
     // ot[dd][qi] = Σ_j p[j][qi] · V_j[dd], eight dims (16 accumulators) per pass over the positions.
-    for dc in (0..d).step_by(8) {
-        let mut acc = [_mm512_setzero_ps(); 16];
-        for j in 0..n {
-            let (p0, p1) = (_mm512_loadu_ps(st.add(j * W)), _mm512_loadu_ps(st.add(j * W + LANES)));
-            let vr = v.add(row(j) + dc);
-            for u in 0..8 {
-                let b = _mm512_set1_ps(*vr.add(u));
-                acc[2 * u] = _mm512_fmadd_ps(b, p0, acc[2 * u]);
-                acc[2 * u + 1] = _mm512_fmadd_ps(b, p1, acc[2 * u + 1]);
+    // The positions go in chunks whose scores and V rows stay in L1 across the dims' passes (the
+    // whole score table is up to 64 KB); the accumulators park in `ot` between chunks, so each is
+    // still one FMA chain in position order (same bits).
+    let ot = ot.as_mut_ptr();
+    for j0 in (0..n).step_by(PV_CHUNK) {
+        let j1 = (j0 + PV_CHUNK).min(n);
+        for dc in (0..d).step_by(8) {
+            let mut acc = [_mm512_setzero_ps(); 16];
+            if j0 > 0 {
+                for (u, pair) in acc.chunks_exact_mut(2).enumerate() {
+                    pair[0] = _mm512_loadu_ps(ot.add((dc + u) * W));
+                    pair[1] = _mm512_loadu_ps(ot.add((dc + u) * W + LANES));
+                }
             }
-        }
-        for (u, pair) in acc.chunks_exact(2).enumerate() {
-            _mm512_storeu_ps(ot.as_mut_ptr().add((dc + u) * W), pair[0]);
-            _mm512_storeu_ps(ot.as_mut_ptr().add((dc + u) * W + LANES), pair[1]);
+            for j in j0..j1 {
+                let (p0, p1) = (_mm512_loadu_ps(st.add(j * W)), _mm512_loadu_ps(st.add(j * W + LANES)));
+                let vr = v.add(row(j) + dc);
+                for u in 0..8 {
+                    let b = _mm512_set1_ps(*vr.add(u));
+                    acc[2 * u] = _mm512_fmadd_ps(b, p0, acc[2 * u]);
+                    acc[2 * u + 1] = _mm512_fmadd_ps(b, p1, acc[2 * u + 1]);
+                }
+            }
+            for (u, pair) in acc.chunks_exact(2).enumerate() {
+                _mm512_storeu_ps(ot.add((dc + u) * W), pair[0]);
+                _mm512_storeu_ps(ot.add((dc + u) * W + LANES), pair[1]);
+            }
         }
     }
     let mut inv = [0f32; W];
@@ -201,7 +217,7 @@ pub unsafe fn attend_block(
             let qi = i * group + g;
             let dst = out.add(i * row_stride + g * d);
             for dd in 0..d {
-                *dst.add(dd) = ot[dd * W + qi] * inv[qi];
+                *dst.add(dd) = *ot.add(dd * W + qi) * inv[qi];
             }
         }
     }

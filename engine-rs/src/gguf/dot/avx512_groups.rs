@@ -16,17 +16,19 @@ use std::arch::x86_64::*;
 /// Tokens per call: T accumulators + 8 value registers + scales fit the 32 zmm registers.
 pub const MAX_TOKENS: usize = 8;
 
-/// `dst[t * stride + r] = Σ_block (row r of the group) · acts[t]` for `r < valid` and
-/// `t < acts.len() <= MAX_TOKENS`.
+/// `dst[t * stride + r] = Σ_block (row r of the group) · token t` for `r < valid` and
+/// `t < tokens <= MAX_TOKENS`, token t's block b at `acts[b * tokens + t]` (a tile's blocks
+/// interleaved, so one block of every token is one contiguous run: `Interleaved::matmul_many`).
 ///
 /// # Safety
 /// The CPU must support avx512f/bw/vl/dq, avx512vnni, fma and f16c; `g` must point at a group of
-/// `blocks` blocks of `kind`; every `acts[t]` must hold `blocks` blocks; `dst` must be writable at
+/// `blocks` blocks of `kind`; `acts` must hold `blocks * tokens` blocks; `dst` must be writable at
 /// every `(t, r)` above.
-pub unsafe fn group_dot(kind: PackedKind, g: &GroupPtrs, blocks: usize, acts: &[&[Q8Block]], dst: *mut f32, stride: usize, valid: usize) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn group_dot(kind: PackedKind, g: &GroupPtrs, blocks: usize, acts: *const Q8Block, tokens: usize, dst: *mut f32, stride: usize, valid: usize) {
     macro_rules! by_tokens {
         ($k:expr) => {
-            match acts.len() {
+            match tokens {
                 1 => run::<1, { $k }>(g, blocks, acts, dst, stride, valid),
                 2 => run::<2, { $k }>(g, blocks, acts, dst, stride, valid),
                 3 => run::<3, { $k }>(g, blocks, acts, dst, stride, valid),
@@ -62,8 +64,7 @@ unsafe fn broadcast_dword(qs: &[i8; 32], p: usize) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
-unsafe fn run<const T: usize, const K: u8>(g: &GroupPtrs, blocks: usize, acts: &[&[Q8Block]], dst: *mut f32, stride: usize, valid: usize) {
-    debug_assert!(acts.iter().all(|a| a.len() >= blocks));
+unsafe fn run<const T: usize, const K: u8>(g: &GroupPtrs, blocks: usize, acts: *const Q8Block, dst: *mut f32, stride: usize, valid: usize) {
     let mut acc = [_mm512_setzero_ps(); T];
     let low = _mm512_set1_epi8(0x0F);
     let qs_bytes = if K == Q8_0 { GROUP * 32 } else { GROUP * 16 };
@@ -88,7 +89,7 @@ unsafe fn run<const T: usize, const K: u8>(g: &GroupPtrs, blocks: usize, acts: &
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(g.d.add(b * GROUP) as *const __m256i));
         let m = if K == Q4_1 { _mm512_cvtph_ps(_mm256_loadu_si256(g.m.add(b * GROUP) as *const __m256i)) } else { d };
         for t in 0..T {
-            let y = acts.get_unchecked(t).get_unchecked(b);
+            let y = &*acts.add(b * T + t);
             let mut sum = match K {
                 Q4_0 => _mm512_set1_epi32(-8 * y.isum),
                 Q8_0 => _mm512_set1_epi32(-128 * y.isum),

@@ -9,11 +9,22 @@ use std::arch::x86_64::*;
 /// `out[b]` = block `b` of `x` (`x.len() == 32 * out.len()`).
 ///
 /// # Safety
-/// The CPU must support avx512f/bw.
+/// The CPU must support avx512f/bw and f16c.
 #[target_feature(enable = "avx512f,avx512bw,f16c")]
 pub unsafe fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
     assert_eq!(x.len(), out.len() * 32, "quantize_q8: {} floats for {} blocks", x.len(), out.len());
-    for (c, o) in x.chunks_exact(32).zip(out.iter_mut()) {
+    quantize_q8_strided(x, out.as_mut_ptr(), 1);
+}
+
+/// Block `b` of `x` (a whole number of 32-value blocks) into `*out.add(b * stride)`: the layout of
+/// a tile of `stride` tokens whose blocks are interleaved (`interleaved.rs`).
+///
+/// # Safety
+/// As `quantize_q8`; `out` must be writable at every `b * stride`.
+#[target_feature(enable = "avx512f,avx512bw,f16c")]
+pub unsafe fn quantize_q8_strided(x: &[f32], out: *mut Q8Block, stride: usize) {
+    for (b, c) in x.chunks_exact(32).enumerate() {
+        let o = &mut *out.add(b * stride);
         let v0 = _mm512_loadu_ps(c.as_ptr());
         let v1 = _mm512_loadu_ps(c.as_ptr().add(16));
         let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
