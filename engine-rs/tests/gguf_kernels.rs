@@ -272,8 +272,9 @@ fn dequantize_known_blocks() {
 #[test]
 fn qmatrix_matmul_matches_dequantized_reference() {
     let mut rng = Rng(99);
-    // 70 rows: four full 16-row groups and a padded one; 37 tokens: four 8-token tiles and one of 5.
-    let (rows, cols, n_tokens) = (70, 512, 37);
+    // 70 rows: four full 16-row groups and a padded one; 71 tokens: four 16-token tiles (AMX int8
+    // where the CPU has it) and one of 7 (VNNI), each token compared with its own VNNI product.
+    let (rows, cols, n_tokens) = (70, 512, 71);
     for t in GgmlType::ALL {
         let bytes: Vec<u8> = (0..rows).flat_map(|_| random_row(t, cols, &mut rng)).collect();
         let m = QMatrix::from_vec(t, rows, cols, bytes).unwrap();

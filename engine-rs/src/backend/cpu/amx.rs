@@ -37,6 +37,21 @@ pub fn available() -> bool {
     })
 }
 
+/// Whether AMX int8 tiles (`TDPBSUD` and kin) can be used: CPUID says AMX-TILE and AMX-INT8, the
+/// kernel grants the tile state, and `LLM_CPU_AMX=0` was not set. Checked once.
+pub fn int8_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var("LLM_CPU_AMX").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        // CPUID leaf 7 exists on every x86_64 CPU that Rust targets.
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let (amx_tile, amx_int8) = (leaf7.edx >> 24 & 1 == 1, leaf7.edx >> 25 & 1 == 1);
+        amx_tile && amx_int8 && request_tile_permission()
+    })
+}
+
 #[cfg(target_os = "linux")]
 fn request_tile_permission() -> bool {
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;

@@ -17,26 +17,27 @@ use std::arch::x86_64::*;
 pub const MAX_TOKENS: usize = 8;
 
 /// `dst[t * stride + r] = Σ_block (row r of the group) · token t` for `r < valid` and
-/// `t < tokens <= MAX_TOKENS`, token t's block b at `acts[b * tokens + t]` (a tile's blocks
-/// interleaved, so one block of every token is one contiguous run: `Interleaved::matmul_many`).
+/// `t < tokens <= MAX_TOKENS`, token t's block b at `acts[b * tile + t]` (a tile of `tile` tokens
+/// with its blocks interleaved, so one block of every token is one contiguous run:
+/// `Interleaved::matmul_many`).
 ///
 /// # Safety
 /// The CPU must support avx512f/bw/vl/dq, avx512vnni, fma and f16c; `g` must point at a group of
-/// `blocks` blocks of `kind`; `acts` must hold `blocks * tokens` blocks; `dst` must be writable at
+/// `blocks` blocks of `kind`; `acts` must be readable at every `b * tile + t` above; `dst` must be writable at
 /// every `(t, r)` above.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn group_dot(kind: PackedKind, g: &GroupPtrs, blocks: usize, acts: *const Q8Block, tokens: usize, dst: *mut f32, stride: usize, valid: usize) {
+pub unsafe fn group_dot(kind: PackedKind, g: &GroupPtrs, blocks: usize, acts: *const Q8Block, tile: usize, tokens: usize, dst: *mut f32, stride: usize, valid: usize) {
     macro_rules! by_tokens {
         ($k:expr) => {
             match tokens {
-                1 => run::<1, { $k }>(g, blocks, acts, dst, stride, valid),
-                2 => run::<2, { $k }>(g, blocks, acts, dst, stride, valid),
-                3 => run::<3, { $k }>(g, blocks, acts, dst, stride, valid),
-                4 => run::<4, { $k }>(g, blocks, acts, dst, stride, valid),
-                5 => run::<5, { $k }>(g, blocks, acts, dst, stride, valid),
-                6 => run::<6, { $k }>(g, blocks, acts, dst, stride, valid),
-                7 => run::<7, { $k }>(g, blocks, acts, dst, stride, valid),
-                8 => run::<8, { $k }>(g, blocks, acts, dst, stride, valid),
+                1 => run::<1, { $k }>(g, blocks, acts, tile, dst, stride, valid),
+                2 => run::<2, { $k }>(g, blocks, acts, tile, dst, stride, valid),
+                3 => run::<3, { $k }>(g, blocks, acts, tile, dst, stride, valid),
+                4 => run::<4, { $k }>(g, blocks, acts, tile, dst, stride, valid),
+                5 => run::<5, { $k }>(g, blocks, acts, tile, dst, stride, valid),
+                6 => run::<6, { $k }>(g, blocks, acts, tile, dst, stride, valid),
+                7 => run::<7, { $k }>(g, blocks, acts, tile, dst, stride, valid),
+                8 => run::<8, { $k }>(g, blocks, acts, tile, dst, stride, valid),
                 n => panic!("group_dot: {n} tokens (1..={MAX_TOKENS})"),
             }
         };
@@ -64,7 +65,7 @@ unsafe fn broadcast_dword(qs: &[i8; 32], p: usize) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
-unsafe fn run<const T: usize, const K: u8>(g: &GroupPtrs, blocks: usize, acts: *const Q8Block, dst: *mut f32, stride: usize, valid: usize) {
+unsafe fn run<const T: usize, const K: u8>(g: &GroupPtrs, blocks: usize, acts: *const Q8Block, tile: usize, dst: *mut f32, stride: usize, valid: usize) {
     let mut acc = [_mm512_setzero_ps(); T];
     let low = _mm512_set1_epi8(0x0F);
     let qs_bytes = if K == Q8_0 { GROUP * 32 } else { GROUP * 16 };
@@ -89,7 +90,7 @@ unsafe fn run<const T: usize, const K: u8>(g: &GroupPtrs, blocks: usize, acts: *
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(g.d.add(b * GROUP) as *const __m256i));
         let m = if K == Q4_1 { _mm512_cvtph_ps(_mm256_loadu_si256(g.m.add(b * GROUP) as *const __m256i)) } else { d };
         for t in 0..T {
-            let y = &*acts.add(b * T + t);
+            let y = &*acts.add(b * tile + t);
             let mut sum = match K {
                 Q4_0 => _mm512_set1_epi32(-8 * y.isum),
                 Q8_0 => _mm512_set1_epi32(-128 * y.isum),

@@ -16,6 +16,8 @@ pub mod avx512_tile;
 pub mod avx512_groups;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_quant;
+#[cfg(target_arch = "x86_64")]
+pub mod amx_groups;
 
 use super::dtype::GgmlType;
 use super::quants::{quantize_q8, quantize_q8k, Q8Block, Q8KBlock};
