@@ -23,7 +23,11 @@ fn json_call(h: *mut LlmEngine, f: unsafe extern "C" fn(*mut LlmEngine, *mut u8,
 #[test]
 fn submit_wait_drain_abort_through_the_c_abi() {
     assert_eq!(llm_abi_version(), 1);
-    let h = LlmEngine::into_raw(engine(options(|o| o.max_total_tokens = Some(2048))));
+    // 1 ms per step: the 1500-token request below runs ~1.5 s, so the abort after its 20th token lands
+    // mid-stream (at full speed it finished in ~60 ms, sometimes before the test drained 20 tokens).
+    let model = FakeModel::new(4096).with_step_delay(std::time::Duration::from_millis(1));
+    let opts = options(|o| o.max_total_tokens = Some(2048));
+    let h = LlmEngine::into_raw(llm_engine::engine::Engine::with_model(Box::new(model), opts).expect("engine starts"));
     let info = json_call(h, llm_engine_info);
     assert_eq!(info["vocab_size"], VOCAB);
     assert_eq!(info["max_total_num_tokens"], 2048);

@@ -17,6 +17,8 @@ pub const EOS: u32 = 1;
 /// any wrong slot, position or reused KV changes the output.
 pub struct FakeModel {
     cfg: ModelConfig,
+    /// Time each forward pass takes at least (0: as fast as it computes).
+    step_delay: Duration,
 }
 
 impl FakeModel {
@@ -40,7 +42,15 @@ impl FakeModel {
                 rope_scaling: None,
                 torch_dtype: "float32".into(),
             },
+            step_delay: Duration::ZERO,
         }
+    }
+
+    /// Makes every forward pass take at least `delay`, so a test can act on a request mid-stream
+    /// (abort it) before it finishes, however briefly the test thread is descheduled.
+    pub fn with_step_delay(mut self, delay: Duration) -> Self {
+        self.step_delay = delay;
+        self
     }
 }
 
@@ -57,6 +67,9 @@ impl Model for FakeModel {
     }
 
     fn forward(&self, batch: &[ForwardSeq], kv: &mut KvCache) -> Vec<f32> {
+        if !self.step_delay.is_zero() {
+            std::thread::sleep(self.step_delay);
+        }
         let mut logits = Vec::new();
         for seq in batch {
             assert_eq!(seq.slots.len(), seq.start_pos + seq.tokens.len(), "slots must cover every position");
