@@ -1,0 +1,118 @@
+//! Kernel throughput with the data in L1 (no memory, no pool): the GGUF group kernels (VNNI, AMX int8) on
+//! one 16-row Q4_1 group of SmolLM2's width, and one SmolLM2 layer's 512-token block attention on one thread.
+//! They separate a kernel's own speed from what the matmul or the forward pass around it costs.
+//! Run: `cargo test --release --test kernel_bench -- --ignored --nocapture` (docs/gguf.md quotes them).
+
+#![cfg(target_arch = "x86_64")]
+
+use llm_engine::backend::cpu::{Kernels, KvTable};
+use llm_engine::gguf::dot::{amx_groups, avx512_groups};
+use llm_engine::gguf::interleaved::{Interleaved, PackedKind};
+use llm_engine::gguf::quants::quantize_q8;
+use std::time::Instant;
+
+/// 16 rows × 576 columns of Q4_1 (18 blocks), packed, with fixed pseudo-random bytes.
+fn q4_1_group() -> (Interleaved, usize) {
+    let (rows, blocks) = (16usize, 18usize);
+    let src: Vec<u8> = (0..rows * blocks * 20).map(|i| (i * 31 % 251) as u8 & 0x3b).collect();
+    (Interleaved::pack(PackedKind::Q4_1, rows, blocks, &src, None).unwrap(), blocks)
+}
+
+fn activations(tokens: usize, blocks: usize) -> Vec<f32> {
+    (0..tokens * blocks * 32).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect()
+}
+
+#[test]
+#[ignore = "benchmark, not a check"]
+fn vnni_group_kernel_l1_hot() {
+    if !std::arch::is_x86_feature_detected!("avx512vnni") {
+        return println!("no AVX-512 VNNI here");
+    }
+    let (m, blocks) = q4_1_group();
+    let acts = quantize_q8(&activations(8, blocks));
+    let iters = 1_000_000;
+    for threads in [1, 2] {
+        let t = Instant::now();
+        std::thread::scope(|sc| {
+            for _ in 0..threads {
+                let (m, acts) = (&m, &acts);
+                sc.spawn(move || {
+                    let mut out = vec![0f32; 8 * 16];
+                    for _ in 0..iters {
+                        // SAFETY: VNNI was detected; acts holds 8 tokens' blocks; out has 8 rows of 16.
+                        unsafe { avx512_groups::group_dot(PackedKind::Q4_1, &m.group(0), blocks, acts.as_ptr(), 8, 8, out.as_mut_ptr(), 16, 16) };
+                        std::hint::black_box(&mut out);
+                    }
+                });
+            }
+        });
+        let gmacs = (threads * iters * 8 * 16 * blocks * 32) as f64 / t.elapsed().as_secs_f64() / 1e9;
+        println!("VNNI group kernel, 16 rows × 8 tokens, {threads} thread(s): {gmacs:.1} GMAC/s");
+    }
+}
+
+#[test]
+#[ignore = "benchmark, not a check"]
+fn amx_group_kernel_l1_hot() {
+    if !amx_groups::available() {
+        return println!("no AMX int8 here");
+    }
+    let (m, blocks) = q4_1_group();
+    let acts = quantize_q8(&activations(16, blocks));
+    let mut out = vec![0f32; 16 * 16];
+    let iters = 500_000;
+    // SAFETY: AMX int8 is available (configured and released on this thread); acts holds 16 tokens' blocks.
+    let secs = unsafe {
+        amx_groups::configure();
+        let mut scratch = amx_groups::Scratch::new(1, blocks);
+        amx_groups::load_group(PackedKind::Q4_1, &m.group(0), 0, &mut scratch);
+        let t = Instant::now();
+        for _ in 0..iters {
+            amx_groups::group_tile(PackedKind::Q4_1, &m.group(0), 0, acts.as_ptr(), out.as_mut_ptr(), 16, 16, &mut scratch);
+            std::hint::black_box(&mut out);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        amx_groups::release();
+        secs
+    };
+    let gmacs = (iters * 16 * 16 * blocks * 32) as f64 / secs / 1e9;
+    println!("AMX int8 group kernel, 16 rows × 16 tokens, 1 thread: {gmacs:.1} GMAC/s, {:.1} ns per block", secs / (iters * blocks) as f64 * 1e9);
+}
+
+#[test]
+#[ignore = "benchmark, not a check"]
+fn block_attention_one_layer() {
+    let k = Kernels::detect();
+    // SmolLM2-135M: 9 query heads, 3 KV heads, head_dim 64; a 512-token prefill.
+    let (n, heads, kv_heads, d) = (512usize, 9usize, 3usize, 64usize);
+    let group = heads / kv_heads;
+    let Some(block) = k.attention_block_rows(d, group) else {
+        return println!("no block attention kernel on {}", k.name());
+    };
+    let kv_dim = kv_heads * d;
+    let q: Vec<f32> = (0..n * heads * d).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let kc: Vec<f32> = (0..n * kv_dim).map(|i| ((i * 104729) % 1000) as f32 / 500.0 - 1.0).collect();
+    let vc: Vec<f32> = (0..n * kv_dim).map(|i| ((i * 7) % 1000) as f32 / 500.0 - 1.0).collect();
+    let slots: Vec<u32> = (0..n as u32).collect();
+    let mut out = vec![0f32; n * heads * d];
+    let mut scratch = Vec::new();
+    let mut layer = |out: &mut [f32]| {
+        for i in (0..n).step_by(block) {
+            for h in 0..kv_heads {
+                let at = i * heads * d + h * group * d;
+                let kv = KvTable { k: &kc, v: &vc, slots: &slots, stride: kv_dim, offset: h * d };
+                // SAFETY: q and out hold every row and head the block touches.
+                unsafe { k.attend_block(q[at..].as_ptr(), heads * d, block.min(n - i), group, d, kv, i, 0.125, out[at..].as_mut_ptr(), &mut scratch) };
+            }
+        }
+    };
+    layer(&mut out);
+    let iters = 40;
+    let t = Instant::now();
+    for _ in 0..iters {
+        layer(&mut out);
+    }
+    let secs = t.elapsed().as_secs_f64() / iters as f64;
+    let flops = (heads * (n * (n + 1) / 2) * d * 4) as f64;
+    println!("block attention, one SmolLM2 layer, 512 tokens, 1 thread: {:.3} ms, {:.1} GFLOP/s", secs * 1e3, flops / secs / 1e9);
+}
