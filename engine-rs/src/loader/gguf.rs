@@ -180,9 +180,8 @@ impl Builder {
     fn finish(&self, q: QMatrix) -> Weight {
         match self.compute {
             GgufCompute::Stored => {
-                let q = q.with_arena(self.arena.clone());
-                q.prepare();
-                Weight::Quantized(q)
+                // The kernel copies are made once the model is placed (`Llama::prepare_weights`).
+                Weight::Quantized(q.with_arena(self.arena.clone()))
             }
             GgufCompute::Dense(dtype) => {
                 let mut values = vec![0f32; q.rows * q.cols];

@@ -41,10 +41,13 @@ impl LoadOptions {
 
 /// Loads config and weights and returns a ready model. Errors name the file and tensor at fault.
 pub fn load_model(opts: &LoadOptions) -> Result<Box<dyn Model>, String> {
-    Ok(Box::new(load_llama(opts)?))
+    let model = load_llama(opts)?;
+    model.prepare_weights();
+    Ok(Box::new(model))
 }
 
-/// `load_model`'s concrete Llama (tensor parallelism splits it further).
+/// `load_model`'s concrete Llama (tensor parallelism splits it further), its quantized weights' kernel
+/// copies not yet made (`Llama::prepare_weights`, once the weights are placed).
 pub fn load_llama(opts: &LoadOptions) -> Result<Llama, String> {
     if let Some(file) = gguf::resolve(&opts.model_path, &opts.load_format)? {
         let compute = gguf::GgufCompute::from_dtype(&opts.dtype)?;

@@ -166,6 +166,18 @@ impl Llama {
         Ok(rank)
     }
 
+    /// Makes every quantized weight's kernel copy (GGUF's row-interleaved groups) on this model's pool.
+    /// Called once the weights are where they will run (after a tensor-parallel split, per rank), so
+    /// no copy is made of a matrix that is then sliced and the first request does not pay for them.
+    pub fn prepare_weights(&self) {
+        let mut all: Vec<&Weight> = vec![&self.embed_tokens];
+        all.extend(&self.lm_head);
+        for l in &self.layers {
+            all.extend([&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]);
+        }
+        self.on_pool(|| all.par_iter().for_each(|w| w.prepare()));
+    }
+
     pub fn rank_shard(&self) -> &RankShard {
         &self.shard
     }

@@ -52,6 +52,13 @@ impl Weight {
         }
     }
 
+    /// Makes a quantized weight's kernel copy now (`QMatrix::prepare`) rather than at its first product.
+    pub fn prepare(&self) {
+        if let Weight::Quantized(q) = self {
+            q.prepare();
+        }
+    }
+
     /// Row `r` widened to f32 (embedding lookup).
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         match self {

@@ -45,7 +45,9 @@ impl TensorParallel {
                 .thread_name(move |i| format!("llm-tp{}-{i}", s.rank))
                 .build()
                 .map_err(|e| format!("cannot start the compute threads of TP rank {}: {e}", s.rank))?;
-            ranks.push(model.shard(&s)?.with_pool(pool));
+            let rank = model.shard(&s)?.with_pool(pool);
+            rank.prepare_weights();
+            ranks.push(rank);
         }
         drop(model);
         let weight_bytes = ranks.iter().map(|r| r.weight_bytes()).sum();
