@@ -26,30 +26,29 @@ pub const KSTEP: usize = 32;
 /// for comparing the two on one machine). Checked once.
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        if std::env::var("LLM_CPU_AMX").is_ok_and(|v| v == "0") {
-            return false;
-        }
-        // CPUID leaf 7 exists on every x86_64 CPU that Rust targets.
-        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-        let (amx_bf16, amx_tile) = (leaf7.edx >> 22 & 1 == 1, leaf7.edx >> 24 & 1 == 1);
-        amx_bf16 && amx_tile && request_tile_permission()
-    })
+    *AVAILABLE.get_or_init(|| usable(AMX_BF16))
 }
 
-/// Whether AMX int8 tiles (`TDPBSUD` and kin) can be used: CPUID says AMX-TILE and AMX-INT8, the
-/// kernel grants the tile state, and `LLM_CPU_AMX=0` was not set. Checked once.
+/// Whether AMX int8 tiles (`TDPBSUD` and kin) can be used: as `available`, with AMX-INT8 for AMX-BF16.
 pub fn int8_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        if std::env::var("LLM_CPU_AMX").is_ok_and(|v| v == "0") {
-            return false;
-        }
-        // CPUID leaf 7 exists on every x86_64 CPU that Rust targets.
-        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-        let (amx_tile, amx_int8) = (leaf7.edx >> 24 & 1 == 1, leaf7.edx >> 25 & 1 == 1);
-        amx_tile && amx_int8 && request_tile_permission()
-    })
+    *AVAILABLE.get_or_init(|| usable(AMX_INT8))
+}
+
+/// CPUID.(7,0):EDX bits of the AMX features.
+const AMX_BF16: u32 = 22;
+const AMX_TILE: u32 = 24;
+const AMX_INT8: u32 = 25;
+
+/// AMX-TILE and the feature at EDX bit `feature` in CPUID, the tile state granted, `LLM_CPU_AMX` not 0.
+fn usable(feature: u32) -> bool {
+    if std::env::var("LLM_CPU_AMX").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    // CPUID leaf 7 exists on every x86_64 CPU that Rust targets.
+    let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+    let has = |bit: u32| edx >> bit & 1 == 1;
+    has(AMX_TILE) && has(feature) && request_tile_permission()
 }
 
 #[cfg(target_os = "linux")]
@@ -97,10 +96,9 @@ impl Packed {
     }
 }
 
-/// ldtilecfg's 64-byte operand (palette 1): tiles 0-3 are 16 x 16 f32 accumulators, 4-5 weight
-/// tiles (16 rows x 32 bf16), 6-7 activation tiles (16 pairs x 16 tokens); all 16 rows of 64 bytes.
+/// ldtilecfg's 64-byte operand (palette 1): each tile's bytes per row (`colsb`) and rows.
 #[repr(C, align(64))]
-struct TileConfig {
+pub struct TileConfig {
     palette: u8,
     start_row: u8,
     reserved: [u8; 14],
@@ -108,13 +106,39 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
+impl TileConfig {
+    /// Tiles 0..8 with these rows and bytes per row (the rest unused).
+    pub const fn new(rows: [u8; 8], colsb: [u16; 8]) -> TileConfig {
+        let mut c = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], colsb: [0; 16], rows: [0; 16] };
+        let mut i = 0;
+        while i < 8 {
+            c.rows[i] = rows[i];
+            c.colsb[i] = colsb[i];
+            i += 1;
+        }
+        c
+    }
+
+    /// Loads this configuration on the calling thread (pair with `release`).
+    ///
+    /// # Safety
+    /// The tile state was granted (`available()` or `int8_available()` is true).
+    pub unsafe fn load(&self) {
+        asm!("ldtilecfg [{}]", in(reg) self as *const TileConfig, options(nostack, readonly));
+    }
+}
+
+/// Frees the calling thread's tile state.
+///
+/// # Safety
+/// As `TileConfig::load`.
+pub unsafe fn release() {
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// Tiles 0-3 are 16 x 16 f32 accumulators, 4-5 weight tiles (16 rows x 32 bf16), 6-7 activation
+/// tiles (16 pairs x 16 tokens); all 16 rows of 64 bytes.
+const CONFIG: TileConfig = TileConfig::new([16; 8], [64; 8]);
 
 /// out[t*ldo + r] = dot(x[t], w[r]) for t < n and r < nrows, nrows a multiple of 16, w row-major
 /// with k bf16 per row. Weight rows go 32 at a time (two A tiles) against 32 tokens (two B tiles),
@@ -125,7 +149,7 @@ pub unsafe fn gemm_rows(x: &Packed, w: *const u16, nrows: usize, out: *mut f32, 
     let k = x.k;
     let blocks = x.n.div_ceil(TILE);
     let mut acc = [[0.0f32; TILE * TILE]; 4];
-    asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+    CONFIG.load();
     let mut tb = 0;
     while tb < blocks {
         let two_t = tb + 1 < blocks;
@@ -156,7 +180,7 @@ pub unsafe fn gemm_rows(x: &Packed, w: *const u16, nrows: usize, out: *mut f32, 
         }
         tb += if two_t { 2 } else { 1 };
     }
-    asm!("tilerelease", options(nostack, nomem));
+    release();
 }
 
 /// One (1|2) x (1|2) block of 16 x 16 products over the whole k: rows a.., tokens of block tb...

@@ -12,6 +12,7 @@
 //! earlier attempt no faster than VNNI was the A tiles: 16 tokens' blocks 792 bytes apart, out of
 //! L2; with the tiles' blocks interleaved (`quantize_tiles`) a tile is 704 contiguous bytes.
 
+use crate::backend::cpu::amx::TileConfig;
 use crate::gguf::interleaved::{GroupPtrs, PackedKind, GROUP};
 use crate::gguf::quants::Q8Block;
 use std::arch::asm;
@@ -27,25 +28,10 @@ const PREFETCH_BLOCKS: usize = 4;
 /// Sum tiles in the ring (more than LAG, so a tile is never overwritten before it is read).
 const RING: usize = 4;
 
-/// ldtilecfg's operand (palette 1): tmm0/tmm1 the 16 × 16 i32 sums, tmm2/tmm4 the activation tiles
-/// (16 tokens × 32 bytes), tmm3/tmm5 the weight tiles (8 × 64 bytes); even blocks use the first of
-/// each pair, odd blocks the second, so consecutive products do not wait on each other's tiles.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-}
-
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 32, 64, 32, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 8, 16, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-};
+/// tmm0/tmm1 the 16 × 16 i32 sums, tmm2/tmm4 the activation tiles (16 tokens × 32 bytes), tmm3/tmm5
+/// the weight tiles (8 × 64 bytes); even blocks use the first of each pair, odd blocks the second, so
+/// consecutive products do not wait on each other's tiles.
+const CONFIG: TileConfig = TileConfig::new([16, 16, 16, 8, 16, 8, 0, 0], [64, 64, 32, 64, 32, 64, 0, 0]);
 
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -81,7 +67,7 @@ pub fn available() -> bool {
 /// # Safety
 /// `available()` must be true.
 pub unsafe fn configure() {
-    asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack, readonly));
+    CONFIG.load();
 }
 
 /// Frees this thread's tile state.
@@ -89,7 +75,7 @@ pub unsafe fn configure() {
 /// # Safety
 /// As `configure`.
 pub unsafe fn release() {
-    asm!("tilerelease", options(nostack, nomem));
+    crate::backend::cpu::amx::release();
 }
 
 /// Makes `g`'s weight tiles in `scratch`'s slot `slot` (Q4 nibbles to bytes; Q8_0 blocks are tiles
@@ -140,26 +126,23 @@ const Q8_0: u8 = 2;
 #[inline(always)]
 unsafe fn product(parity: usize, a: *const i8, w: *const u8, sums: *mut i32) {
     let sa = std::mem::size_of::<Q8Block>();
+    macro_rules! tile_product {
+        ($c:literal, $a:literal, $w:literal) => {
+            asm!(
+                concat!("tilezero tmm", $c),
+                concat!("tileloadd tmm", $a, ", [{a} + {sa} * 1]"),
+                concat!("tileloadd tmm", $w, ", [{w} + {sw} * 1]"),
+                concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $w),
+                concat!("tilestored [{c} + {sc} * 1], tmm", $c),
+                a = in(reg) a, sa = in(reg) sa, w = in(reg) w, sw = in(reg) 64usize,
+                c = in(reg) sums, sc = in(reg) 64usize, options(nostack),
+            )
+        };
+    }
     if parity == 0 {
-        asm!(
-            "tilezero tmm0",
-            "tileloadd tmm2, [{a} + {sa} * 1]",
-            "tileloadd tmm3, [{w} + {sw} * 1]",
-            "tdpbsud tmm0, tmm2, tmm3",
-            "tilestored [{c} + {sc} * 1], tmm0",
-            a = in(reg) a, sa = in(reg) sa, w = in(reg) w, sw = in(reg) 64usize,
-            c = in(reg) sums, sc = in(reg) 64usize, options(nostack),
-        );
+        tile_product!("0", "2", "3");
     } else {
-        asm!(
-            "tilezero tmm1",
-            "tileloadd tmm4, [{a} + {sa} * 1]",
-            "tileloadd tmm5, [{w} + {sw} * 1]",
-            "tdpbsud tmm1, tmm4, tmm5",
-            "tilestored [{c} + {sc} * 1], tmm1",
-            a = in(reg) a, sa = in(reg) sa, w = in(reg) w, sw = in(reg) 64usize,
-            c = in(reg) sums, sc = in(reg) 64usize, options(nostack),
-        );
+        tile_product!("1", "4", "5");
     }
 }
 
