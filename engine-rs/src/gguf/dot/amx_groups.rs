@@ -50,9 +50,18 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Room for `groups` groups of `blocks` blocks.
+    /// Room for `groups` groups of `blocks` blocks. The weight tiles are left unwritten (`load_group`
+    /// fills a slot before any product reads it): zero-filling them cost as much as unpacking.
     pub fn new(groups: usize, blocks: usize) -> Scratch {
-        Scratch { weights: vec![WeightTile([0; 512]); groups * blocks], blocks, sums: [SumTile([0; TOKENS * GROUP]); RING] }
+        Scratch { weights: Vec::with_capacity(groups * blocks), blocks, sums: [SumTile([0; TOKENS * GROUP]); RING] }
+    }
+
+    /// Slot `slot`'s tile of block `b`, inside the capacity `new` reserved.
+    fn weight_tile(&mut self, slot: usize, b: usize) -> *mut u8 {
+        let i = slot * self.blocks + b;
+        assert!(i < self.weights.capacity(), "amx scratch: tile {i} beyond {}", self.weights.capacity());
+        // `spare_capacity_mut` covers the whole reserved buffer (len stays 0).
+        self.weights.spare_capacity_mut()[i].as_mut_ptr() as *mut u8
     }
 }
 
@@ -93,7 +102,7 @@ pub unsafe fn load_group(kind: PackedKind, g: &GroupPtrs, slot: usize, scratch: 
     let blocks = scratch.blocks;
     for b in 0..blocks {
         let q = g.qs.add(b * GROUP * 16);
-        let w = scratch.weights[slot * blocks + b].0.as_mut_ptr();
+        let w = scratch.weight_tile(slot, b);
         for p in 0..4 {
             let v = _mm512_loadu_si512(q.add(p * 64) as *const _);
             _mm512_store_si512(w.add(p * 64) as *mut _, _mm512_and_si512(v, low));
@@ -159,7 +168,7 @@ unsafe fn run<const K: u8>(g: &GroupPtrs, slot: usize, acts: *const Q8Block, dst
             for line in 0..TOKENS * std::mem::size_of::<Q8Block>() / 64 {
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64));
             }
-            let w = if K == Q8_0 { g.qs.add(b * GROUP * 32) } else { scratch.weights[slot * blocks + b].0.as_ptr() };
+            let w = if K == Q8_0 { g.qs.add(b * GROUP * 32) } else { scratch.weight_tile(slot, b) as *const u8 };
             product(b % 2, (*acts.add(b * TOKENS)).qs.as_ptr(), w, scratch.sums[b % RING].0.as_mut_ptr());
         }
         if step >= LAG {
