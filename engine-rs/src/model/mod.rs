@@ -56,6 +56,7 @@ pub fn forward_or_log<M: Model + ?Sized>(model: &M, batch: &[ForwardSeq], kv: &m
 }
 
 pub mod attention;
+pub mod attention_llamacpp;
 pub mod llama;
 pub mod rope;
 pub mod weight;
