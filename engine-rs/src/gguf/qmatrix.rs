@@ -79,8 +79,9 @@ impl QMatrix {
         self
     }
 
-    /// Makes the row-interleaved copy now where this CPU's kernels use one (the loader calls it, so the
-    /// copy exists before the KV pool is planned and the first request does not pay for it).
+    /// Makes the row-interleaved copy now where this CPU's kernels use one (`Llama::prepare_weights`
+    /// calls it once the weights are placed, so the copy exists before the KV pool is planned and the
+    /// first request does not pay for it).
     pub fn prepare(&self) {
         if Isa::detect() == Isa::Avx512 {
             let _ = self.interleaved();

@@ -55,30 +55,19 @@ pub(crate) fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
-impl Q8Block {
-    pub const ZERO: Q8Block = Q8Block { qs: [0; QK], d: 0.0, s: 0.0, isum: 0 };
-}
-
 /// `x.len()` must be a multiple of 32. AVX-512 where the CPU has it (bit-identical to the scalar form).
 pub fn quantize_q8(x: &[f32]) -> Vec<Q8Block> {
-    let mut out = vec![Q8Block::ZERO; x.len() / QK];
-    quantize_q8_into(x, &mut out);
-    out
-}
-
-/// `quantize_q8` into `out` (one block per 32 values of `x`), for callers that reuse or split the output.
-pub fn quantize_q8_into(x: &[f32], out: &mut [Q8Block]) {
-    assert_eq!(x.len(), out.len() * QK, "quantize_q8: {} floats for {} blocks", x.len(), out.len());
     #[cfg(target_arch = "x86_64")]
     {
         static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         if *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("f16c")) {
+            let mut out = vec![Q8Block { qs: [0; QK], d: 0.0, s: 0.0, isum: 0 }; x.len() / QK];
             // SAFETY: the features were detected above.
-            unsafe { super::dot::avx512_quant::quantize_q8(x, out) };
-            return;
+            unsafe { super::dot::avx512_quant::quantize_q8(&x[..out.len() * QK], &mut out) };
+            return out;
         }
     }
-    out.copy_from_slice(&quantize_q8_scalar(x));
+    quantize_q8_scalar(x)
 }
 
 /// The scalar reference of `quantize_q8`.

@@ -7,20 +7,17 @@
 //! Why: issue #10 wants our greedy tokens equal to llama.cpp's default, and that default's f16
 //! accumulation moves SmolLM2's logits by up to ~0.2 against llama.cpp's own F32 path (docs/gguf.md).
 //! With this reference the greedy test goes from 5 identical prompts of 12 to 7 identical plus 3 that
-//! part only at llama.cpp near-ties. It is scalar and slow (a one-row-at-a-time oracle, not a kernel):
-//! a vectorized form with the same rounding is the next step before it could be a default.
+//! part only at llama.cpp near-ties. It is scalar and slow (a one-row-at-a-time oracle, not a kernel);
+//! a fast form would have to be bit-faithful to it, its dot order and libm's `expf` included: a
+//! vectorized trial that agreed to 4e-4 matched llama.cpp less often (docs/gguf.md).
 
 use super::attention::{Heads, SeqSpan};
-use half::f16;
+use crate::gguf::quants::round_f16;
 
 /// Whether `LLM_ATTN_LLAMACPP_F16=1` asked for this path (read once).
 pub fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("LLM_ATTN_LLAMACPP_F16").is_ok_and(|v| v == "1"))
-}
-
-fn round_f16(x: f32) -> f32 {
-    f16::from_f32(x).to_f32()
 }
 
 /// `attention::attend`'s contract (causal GQA over each sequence's slots), llama.cpp's arithmetic.
