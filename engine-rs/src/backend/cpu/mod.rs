@@ -22,6 +22,7 @@ pub mod avx512_attn;
 pub mod avx512_attn_rows;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_attn_block;
+pub mod expf_glibc;
 #[cfg(test)]
 mod tests;
 
