@@ -116,7 +116,7 @@ pub fn load_llama(path: &Path, compute: GgufCompute, kernels: Kernels) -> Result
     let final_norm = builder.vector("output_norm.weight", hidden)?;
     let rope = rope_of(&file, c)?;
     let weights = LlamaWeights { embed_tokens, lm_head, final_norm, layers };
-    Ok(Llama::from_weights(config, weights, rope, kernels))
+    Ok(Llama::from_weights(config, weights, rope, kernels).with_llamacpp_attention_default())
 }
 
 /// Plain RoPE frequencies, each divided by its `rope_freqs.weight` factor when the file has one

@@ -37,9 +37,6 @@ const SERIAL_WORK: usize = 1 << 21;
 /// Multi-row blocks run one per task, other items in a few coarse chunks (one scratch buffer
 /// each), or everything on this thread when small.
 pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
-    if super::attention_llamacpp::enabled() {
-        return super::attention_llamacpp::attend(heads, spans, q, k_cache, v_cache, out);
-    }
     let Heads { num_heads, num_kv_heads, head_dim } = heads;
     let q_dim = num_heads * head_dim;
     let kv_dim = num_kv_heads * head_dim;

@@ -1,27 +1,97 @@
-//! A reference of llama.cpp's CPU attention with its default F16 KV cache and flash attention
-//! (ggml's `flash_attn_ext_f16` one row at a time), opt in with `LLM_ATTN_LLAMACPP_F16=1`: Q, K and V
-//! are rounded to f16, scores are f32 dot products of those, and the softmax is online, with V summed
-//! into an f16 accumulator that is rounded after every position (rescaled, then rounded, whenever the
-//! running max rises), divided by the f32 sum at the end.
+//! llama.cpp's CPU attention with its default F16 KV cache and flash attention (ggml's
+//! `flash_attn_ext_f16`, one query row at a time): Q, K and V rounded to f16, scores f32 dot
+//! products of those in ggml's order, an online softmax with V summed into an f16 accumulator
+//! that is rounded after every position (rescaled, then rounded, whenever the running max rises),
+//! divided by the f32 sum at the end. `attend` runs it with the AVX-512 kernel
+//! (`backend::cpu::avx512_attn_f16acc`, bit for bit the same) where the CPU and head size allow,
+//! else with `attend_reference`, the scalar oracle the kernel's tests compare against.
 //!
 //! Why: issue #10 wants our greedy tokens equal to llama.cpp's default, and that default's f16
 //! accumulation moves SmolLM2's logits by up to ~0.2 against llama.cpp's own F32 path (docs/gguf.md).
-//! With this reference the greedy test goes from 5 identical prompts of 12 to 7 identical plus 3 that
-//! part only at llama.cpp near-ties. It is scalar and slow (a one-row-at-a-time oracle, not a kernel);
-//! a fast form would have to be bit-faithful to it, its dot order and libm's `expf` included: a
-//! vectorized trial that agreed to 4e-4 matched llama.cpp less often (docs/gguf.md).
+//! llama.cpp takes this path for batches under 64 query rows (and decode under 512 KV cells); its
+//! larger prompt batches go through a tiled f32 kernel we do not copy: a request's logits here do not
+//! depend on how its tokens were batched (tests/engine_core_test.ts), so every row takes this path.
+//! The model rounds K and V to f16 as it writes them to the cache in this mode (`round_kv`).
 
 use super::attention::{Heads, SeqSpan};
+use crate::backend::cpu::expf_glibc::expf;
+use crate::backend::cpu::{Isa, Kernels, SharedOut};
 use crate::gguf::quants::round_f16;
+use rayon::prelude::*;
 
-/// Whether `LLM_ATTN_LLAMACPP_F16=1` asked for this path (read once).
-pub fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("LLM_ATTN_LLAMACPP_F16").is_ok_and(|v| v == "1"))
+/// Whether `LLM_ATTN_LLAMACPP_F16` asks for this path ("1") or against it ("0"); None when unset.
+pub fn requested() -> Option<bool> {
+    static ASKED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| std::env::var("LLM_ATTN_LLAMACPP_F16").ok().map(|v| v == "1"))
 }
 
-/// `attention::attend`'s contract (causal GQA over each sequence's slots), llama.cpp's arithmetic.
-pub fn attend(heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
+/// Whether the fast kernel takes this head size on this CPU (else `attend` runs the scalar oracle).
+pub fn fast(kernels: &Kernels, head_dim: usize) -> bool {
+    cfg!(target_arch = "x86_64") && kernels.isa == Isa::Avx512 && avx512_f16acc_supports(head_dim)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_f16acc_supports(head_dim: usize) -> bool {
+    crate::backend::cpu::avx512_attn_f16acc::supports(head_dim)
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_f16acc_supports(_: usize) -> bool {
+    false
+}
+
+/// K and V values as this path stores them: rounded to f16 (kept in f32).
+pub fn round_kv(values: &mut [f32]) {
+    values.iter_mut().for_each(|x| *x = round_f16(*x));
+}
+
+/// Below this many query-position pairs (all heads) a call runs on the calling thread.
+const SERIAL_PAIRS: usize = 1 << 16;
+
+/// `attention::attend`'s contract (causal GQA over each sequence's slots), llama.cpp's arithmetic;
+/// K and V in the caches already rounded by `round_kv`.
+pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
+    let Heads { num_heads, num_kv_heads, head_dim: d } = heads;
+    if !fast(kernels, d) {
+        return attend_reference(heads, spans, q, k_cache, v_cache, out);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::backend::cpu::avx512_attn_block::KvRows;
+        use crate::backend::cpu::avx512_attn_f16acc::attend_row;
+        let (q_dim, kv_dim, group) = (num_heads * d, num_kv_heads * d, num_heads / num_kv_heads);
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut items = Vec::new();
+        let mut pairs = 0;
+        for (si, span) in spans.iter().enumerate() {
+            for i in 0..span.len {
+                pairs += (span.start_pos + i + 1) * num_heads;
+                items.extend((0..num_kv_heads).map(|kvh| (si, i, kvh)));
+            }
+        }
+        let table_len = k_cache.len().min(v_cache.len());
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let run = |&(si, i, kvh): &(usize, usize, usize), scratch: &mut Vec<f32>| {
+            let span = &spans[si];
+            let slots = &span.slots[..span.start_pos + i + 1];
+            assert!(slots.iter().all(|&s| s as usize * kv_dim + (kvh + 1) * d <= table_len), "attention: slot outside the KV table");
+            let at = (span.first_row + i) * q_dim + kvh * group * d;
+            assert!(at + group * d <= q.len().min(out.len()));
+            let kv = KvRows { k: k_cache.as_ptr(), v: v_cache.as_ptr(), slots, stride: kv_dim, offset: kvh * d };
+            // SAFETY: AVX-512 and the head size were checked (`fast`), every row and the q/out
+            // ranges were bounds-checked above, and no other item writes this row's heads of kvh.
+            unsafe { attend_row(q.as_ptr().add(at), group, d, kv, scale, out_ptr.at(at), scratch) };
+        };
+        if pairs < SERIAL_PAIRS || rayon::current_num_threads() == 1 {
+            let mut scratch = Vec::new();
+            items.iter().for_each(|it| run(it, &mut scratch));
+        } else {
+            items.par_iter().for_each_init(Vec::new, |scratch, it| run(it, scratch));
+        }
+    }
+}
+
+/// The scalar oracle: one query head and one position at a time, exactly as ggml steps.
+pub fn attend_reference(heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
     let Heads { num_heads, num_kv_heads, head_dim: d } = heads;
     let (q_dim, kv_dim, group) = (num_heads * d, num_kv_heads * d, num_heads / num_kv_heads);
     let scale = 1.0 / (d as f32).sqrt();
@@ -40,11 +110,11 @@ pub fn attend(heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cac
                     // ggml: a new max rescales the accumulator (and the sum) and adds V with weight 1.
                     let (mut ms, mut vs) = (1f32, 1f32);
                     if s > max {
-                        ms = (max - s).exp();
+                        ms = expf(max - s);
                         max = s;
                         acc.iter_mut().for_each(|a| *a = round_f16(*a * ms));
                     } else {
-                        vs = (s - max).exp();
+                        vs = expf(s - max);
                     }
                     for (a, &v) in acc.iter_mut().zip(&v_cache[at..at + d]) {
                         *a = round_f16(round_f16(v).mul_add(vs, *a));
@@ -90,6 +160,52 @@ fn dot_f16(q: &[f32], k: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
+    /// The AVX-512 kernel gives every bit the scalar oracle gives, over head sizes 64-256, GQA
+    /// groups 1-5, a cached prefix (start_pos > 0), slots out of order and a second sequence.
+    #[test]
+    fn fast_kernel_equals_reference_bit_for_bit() {
+        let kernels = Kernels::detect();
+        if !fast(&kernels, 64) {
+            eprintln!("no AVX-512 here: the fast kernel is not used, nothing to compare");
+            return;
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        for (d, kv_heads, group, lens) in [(64, 3, 3, [37, 5]), (128, 2, 2, [20, 3]), (64, 1, 5, [70, 1]), (192, 1, 1, [17, 16]), (256, 2, 1, [33, 2])] {
+            let heads = Heads { num_heads: kv_heads * group, num_kv_heads: kv_heads, head_dim: d };
+            let kv_dim = kv_heads * d;
+            // Sequence 0 has 12 cached positions before its `lens[0]` new rows; sequence 1 none.
+            let cached = [12usize, 0];
+            let total: usize = (0..2).map(|s| cached[s] + lens[s]).sum();
+            let mut order: Vec<u32> = (0..total as u32).collect();
+            order.reverse();
+            order.swap(3, 17);
+            let slots = [&order[..cached[0] + lens[0]], &order[cached[0] + lens[0]..]];
+            let spans = [
+                SeqSpan { first_row: 0, len: lens[0], start_pos: cached[0], slots: slots[0] },
+                SeqSpan { first_row: lens[0], len: lens[1], start_pos: 0, slots: slots[1] },
+            ];
+            let rows = lens[0] + lens[1];
+            // Scores of a few units make softmax weights spread over many positions.
+            let q: Vec<f32> = (0..rows * heads.num_heads * d).map(|_| rnd() * 1.5).collect();
+            let mut k: Vec<f32> = (0..total * kv_dim).map(|_| rnd()).collect();
+            let mut v: Vec<f32> = (0..total * kv_dim).map(|_| rnd() * 3.0).collect();
+            round_kv(&mut k);
+            round_kv(&mut v);
+            let mut want = vec![0f32; rows * heads.num_heads * d];
+            let mut got = vec![1f32; rows * heads.num_heads * d];
+            attend_reference(heads, &spans, &q, &k, &v, &mut want);
+            attend(&kernels, heads, &spans, &q, &k, &v, &mut got);
+            let differ = want.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "d {d}, group {group}: {differ} of {} outputs differ", want.len());
+        }
+    }
+
     /// Close to exact attention (f64) within f16 rounding, and not the f32 result: the rounding happens.
     #[test]
     fn tracks_exact_attention_within_f16_rounding() {
@@ -102,7 +218,7 @@ mod tests {
         let slots: Vec<u32> = (0..n as u32).rev().collect(); // any slot order: positions map through it
         let spans = [SeqSpan { first_row: 0, len: n, start_pos: 0, slots: &slots }];
         let mut out = vec![0f32; n * heads * d];
-        attend(h, &spans, &q, &k, &v, &mut out);
+        attend_reference(h, &spans, &q, &k, &v, &mut out);
         let (mut worst, mut any_diff) = (0f64, false);
         for i in 0..n {
             for hh in 0..heads {

@@ -3,6 +3,7 @@
 //! Projections run as one GEMM over every token of the batch; attention runs per sequence.
 
 use super::attention::{attend, Heads, SeqSpan};
+use super::attention_llamacpp::{attend as attend_llamacpp, round_kv};
 use super::rope::Rope;
 use super::{ForwardSeq, Model};
 use super::weight::Weight;
@@ -54,6 +55,9 @@ pub struct Llama {
     weight_dtype: &'static str,
     /// The heads, MLP columns and vocabulary rows these weights hold (all of them at tp = 1).
     shard: RankShard,
+    /// Attention in llama.cpp's default arithmetic (`attention_llamacpp`): GGUF models, where the
+    /// CPU has the fast kernel, unless `LLM_ATTN_LLAMACPP_F16=0`; others only with `=1`.
+    llamacpp_attention: bool,
 }
 
 impl Llama {
@@ -119,7 +123,21 @@ impl Llama {
             pool: None,
             weight_bytes,
             weight_dtype,
+            llamacpp_attention: super::attention_llamacpp::requested() == Some(true),
         }
+    }
+
+    /// Takes llama.cpp's attention arithmetic by default (a GGUF file: llama.cpp's users expect its
+    /// answers) where the fast kernel runs; `LLM_ATTN_LLAMACPP_F16` still decides when set.
+    pub fn with_llamacpp_attention_default(mut self) -> Llama {
+        let fast = super::attention_llamacpp::fast(&self.kernels, self.config.head_dim);
+        self.llamacpp_attention = super::attention_llamacpp::requested().unwrap_or(fast);
+        self
+    }
+
+    /// Whether attention runs in llama.cpp's arithmetic (`with_llamacpp_attention_default`).
+    pub fn llamacpp_attention(&self) -> bool {
+        self.llamacpp_attention
     }
 
     /// Runs forward passes on `pool` instead of the caller's (global) rayon pool.
@@ -163,6 +181,7 @@ impl Llama {
         };
         let mut rank = Llama::from_weights(self.config.clone(), weights, self.rope.clone(), self.kernels);
         rank.shard = s.clone();
+        rank.llamacpp_attention = self.llamacpp_attention;
         Ok(rank)
     }
 
@@ -288,10 +307,18 @@ impl Llama {
                 for (row, &slot) in new_slots.iter().enumerate() {
                     kc[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(&kn[row * kv_dim..(row + 1) * kv_dim]);
                     vc[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(&vn[row * kv_dim..(row + 1) * kv_dim]);
+                    if self.llamacpp_attention {
+                        round_kv(&mut kc[slot * kv_dim..(slot + 1) * kv_dim]);
+                        round_kv(&mut vc[slot * kv_dim..(slot + 1) * kv_dim]);
+                    }
                 }
             }
             let (kc, vc) = kv.layer(li);
-            attend(k, heads, &spans, &q, kc, vc, &mut att);
+            if self.llamacpp_attention {
+                attend_llamacpp(k, heads, &spans, &q, kc, vc, &mut att);
+            } else {
+                attend(k, heads, &spans, &q, kc, vc, &mut att);
+            }
             layer.o_proj.matmul(k, &att, n, &mut o);
             if tp {
                 comm.all_reduce_sum(&mut o);

@@ -37,7 +37,7 @@ pub struct KvRows<'a> {
 impl KvRows<'_> {
     /// Where position j's row starts.
     #[inline]
-    fn row(&self, j: usize) -> usize {
+    pub(crate) fn row(&self, j: usize) -> usize {
         self.slots[j] as usize * self.stride + self.offset
     }
 }

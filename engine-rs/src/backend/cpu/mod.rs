@@ -23,6 +23,8 @@ pub mod avx512_attn_rows;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_attn_block;
 pub mod expf_glibc;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_attn_f16acc;
 #[cfg(test)]
 mod tests;
 
