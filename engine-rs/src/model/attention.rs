@@ -12,6 +12,7 @@ pub struct Heads {
 }
 
 /// One sequence's queries in the batch: rows `first_row..first_row + len` of `q`.
+#[derive(Clone, Copy)]
 pub struct SeqSpan<'a> {
     pub first_row: usize,
     pub len: usize,

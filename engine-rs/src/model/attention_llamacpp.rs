@@ -8,10 +8,17 @@
 //!
 //! Why: issue #10 wants our greedy tokens equal to llama.cpp's default, and that default's f16
 //! accumulation moves SmolLM2's logits by up to ~0.2 against llama.cpp's own F32 path (docs/gguf.md).
-//! llama.cpp takes this path for batches under 64 query rows (and decode under 512 KV cells); its
-//! larger prompt batches go through a tiled f32 kernel we do not copy: a request's logits here do not
-//! depend on how its tokens were batched (tests/engine_core_test.ts), so every row takes this path.
-//! The model rounds K and V to f16 as it writes them to the cache in this mode (`round_kv`).
+//!
+//! Which rows: llama.cpp itself takes this path only for batches of fewer than 64 query rows
+//! (`GGML_FA_TILE_Q`; decode included, up to 512 KV cells); bigger prompt batches go through its
+//! tiled kernel, f32 throughout (Q unrounded, K/V read from the f16 cache, f32 sums). `attend`
+//! follows the same rule per sequence: a sequence with at least `TILED_ROWS` rows in this pass takes
+//! our f32 attention (`attention::attend`, over the same f16-rounded cache), the others this path.
+//! So, as in llama.cpp, a row's arithmetic depends on how many of its sequence's tokens were
+//! computed in the same pass (a cached prefix or a prefill chunk changes it) but, by taking the
+//! rule per sequence rather than per batch, not on which other requests shared the pass. The model
+//! rounds K and V to f16 as it writes them to the cache in this mode (`round_kv`). llama.cpp's
+//! split-KV decode for 512 cells and more is not copied.
 
 use super::attention::{Heads, SeqSpan};
 use crate::backend::cpu::expf_glibc::expf;
@@ -39,10 +46,33 @@ fn avx512_f16acc_supports(_: usize) -> bool {
     false
 }
 
-/// K and V values as this path stores them: rounded to f16 (kept in f32).
+/// K and V values as this path stores them: rounded to f16 (kept in f32), as llama.cpp's copy
+/// into its F16 cache rounds them (to nearest, ties to even).
 pub fn round_kv(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("f16c") {
+        // SAFETY: F16C is present; the loads and stores stay inside `values`.
+        unsafe { round_kv_f16c(values) };
+        return;
+    }
     values.iter_mut().for_each(|x| *x = round_f16(*x));
 }
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn round_kv_f16c(values: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = values.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let x = _mm256_loadu_ps(c.as_ptr());
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+    }
+    chunks.into_remainder().iter_mut().for_each(|x| *x = round_f16(*x));
+}
+
+/// A sequence with this many rows in one pass takes the f32 path, as llama.cpp's tiled kernel.
+pub const TILED_ROWS: usize = 64;
 
 /// Below this many query-position pairs (all heads) a call runs on the calling thread.
 const SERIAL_PAIRS: usize = 1 << 16;
@@ -50,6 +80,17 @@ const SERIAL_PAIRS: usize = 1 << 16;
 /// `attention::attend`'s contract (causal GQA over each sequence's slots), llama.cpp's arithmetic;
 /// K and V in the caches already rounded by `round_kv`.
 pub fn attend(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
+    let (tiled, short): (Vec<SeqSpan>, Vec<SeqSpan>) = spans.iter().partition(|s| s.len >= TILED_ROWS);
+    if !tiled.is_empty() {
+        super::attention::attend(kernels, heads, &tiled, q, k_cache, v_cache, out);
+    }
+    if !short.is_empty() {
+        attend_one_chunk(kernels, heads, &short, q, k_cache, v_cache, out);
+    }
+}
+
+/// ggml's one-chunk flash attention (f16 accumulation) for every row of `spans`.
+fn attend_one_chunk(kernels: &Kernels, heads: Heads, spans: &[SeqSpan], q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32]) {
     let Heads { num_heads, num_kv_heads, head_dim: d } = heads;
     if !fast(kernels, d) {
         return attend_reference(heads, spans, q, k_cache, v_cache, out);
@@ -200,10 +241,31 @@ mod tests {
             let mut want = vec![0f32; rows * heads.num_heads * d];
             let mut got = vec![1f32; rows * heads.num_heads * d];
             attend_reference(heads, &spans, &q, &k, &v, &mut want);
-            attend(&kernels, heads, &spans, &q, &k, &v, &mut got);
+            attend_one_chunk(&kernels, heads, &spans, &q, &k, &v, &mut got);
             let differ = want.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
             assert_eq!(differ, 0, "d {d}, group {group}: {differ} of {} outputs differ", want.len());
+            // `attend` itself: the long sequence as llama.cpp's tiled kernel would (f32 attention),
+            // the short one through this path.
+            let mut mixed = vec![2f32; rows * heads.num_heads * d];
+            attend(&kernels, heads, &spans, &q, &k, &v, &mut mixed);
+            let mut f32_path = vec![3f32; rows * heads.num_heads * d];
+            crate::model::attention::attend(&kernels, heads, &spans, &q, &k, &v, &mut f32_path);
+            let split = lens[0] * heads.num_heads * d;
+            let (long, short) = if lens[0] >= TILED_ROWS { (&f32_path[..split], &want[split..]) } else { (&want[..split], &want[split..]) };
+            assert!(long.iter().chain(short).zip(&mixed).all(|(a, b)| a.to_bits() == b.to_bits()), "d {d}: attend took the wrong path");
+            assert_ne!(&f32_path[..split], &want[..split], "the f32 path rounds differently");
         }
+    }
+
+    /// The F16C rounding of the cache equals the scalar one: every 4099th float, ties, f16
+    /// subnormals and overflow included (lengths not a multiple of 8 take the scalar tail).
+    #[test]
+    fn round_kv_equals_scalar_rounding() {
+        let mut xs: Vec<f32> = (0..u32::MAX / 4099).map(|i| f32::from_bits(i * 4099)).filter(|x| !x.is_nan()).collect();
+        xs.extend([1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, 65504.0, 65520.0, 1e-7, -6.0e-8, -0.0]);
+        let want: Vec<u32> = xs.iter().map(|&x| round_f16(x).to_bits()).collect();
+        round_kv(&mut xs);
+        assert!(xs.iter().zip(&want).all(|(a, b)| a.to_bits() == *b));
     }
 
     /// Close to exact attention (f64) within f16 rounding, and not the f32 result: the rounding happens.
