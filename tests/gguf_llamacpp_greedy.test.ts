@@ -7,8 +7,9 @@
  * llama.cpp runs through scripts/llamacpp_vectors.mjs (node-llama-cpp, prebuilt CPU library; token ids fed
  * directly, argmax of raw logits); ours through the engine's `gguf_greedy` example on the same ids.
  * LLAMACPP_KV_TYPE (F16, llama.cpp's default, or F32) and LLAMACPP_FLASH_ATTN (auto, on, off) pick llama.cpp's
- * attention precision. Minutes of node-llama-cpp time on a busy 2-core machine: opt in with
- * LLM_TEST_LLAMACPP_GREEDY=1. Status and measurements: docs/gguf.md ("greedy vs llama.cpp").
+ * attention precision. It runs in the suite (scripts/test sets LLM_REQUIRE_DEFAULT_MODEL=1, and then a missing
+ * model or node-llama-cpp fails it) or with LLM_TEST_LLAMACPP_GREEDY=1; ~10-25 s. Status and measurements:
+ * docs/gguf.md ("greedy vs llama.cpp").
  */
 import { assert } from "./assert.ts";
 import { NODE_LLAMA_CPP_DIR, pathExists, REPO_ROOT } from "./helpers.ts";
@@ -31,11 +32,15 @@ async function run(cmd: string, args: string[]): Promise<void> {
   assert(r.code === 0, `${cmd} ${args.join(" ")} exited with ${r.code}`);
 }
 
+const required = Deno.env.get("LLM_REQUIRE_DEFAULT_MODEL") === "1";
+const peerLibrary = `${NODE_LLAMA_CPP_DIR}/node_modules/node-llama-cpp/dist/index.js`;
+
 Deno.test({
   name: "greedy tokens equal llama.cpp's on SmolLM2 Q4_1 (12 prompts × 32 steps) except at llama.cpp near-ties",
-  ignore: Deno.env.get("LLM_TEST_LLAMACPP_GREEDY") !== "1" || !pathExists(smollm) ||
-    !pathExists(`${NODE_LLAMA_CPP_DIR}/node_modules/node-llama-cpp/dist/index.js`),
+  ignore: !required && (Deno.env.get("LLM_TEST_LLAMACPP_GREEDY") !== "1" || !pathExists(smollm) || !pathExists(peerLibrary)),
   async fn() {
+    assert(pathExists(smollm), `${smollm} is missing`);
+    assert(pathExists(peerLibrary), `node-llama-cpp is missing (${peerLibrary})`);
     const peerFile = await Deno.makeTempFile({ suffix: ".json" });
     const oursFile = await Deno.makeTempFile({ suffix: ".json" });
     await run("node", [
