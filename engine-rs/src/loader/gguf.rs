@@ -116,7 +116,10 @@ pub fn load_llama(path: &Path, compute: GgufCompute, kernels: Kernels) -> Result
     let final_norm = builder.vector("output_norm.weight", hidden)?;
     let rope = rope_of(&file, c)?;
     let weights = LlamaWeights { embed_tokens, lm_head, final_norm, layers };
-    Ok(Llama::from_weights(config, weights, rope, kernels).with_llamacpp_attention_default())
+    let model = Llama::from_weights(config, weights, rope, kernels);
+    // llama.cpp's arithmetic goes with llama.cpp's way of computing (quantized activations); a
+    // dense compute type asks for float accuracy, attention included.
+    Ok(if compute == GgufCompute::Stored { model.with_llamacpp_attention_default() } else { model })
 }
 
 /// Plain RoPE frequencies, each divided by its `rope_freqs.weight` factor when the file has one

@@ -55,8 +55,9 @@ pub struct Llama {
     weight_dtype: &'static str,
     /// The heads, MLP columns and vocabulary rows these weights hold (all of them at tp = 1).
     shard: RankShard,
-    /// Attention in llama.cpp's default arithmetic (`attention_llamacpp`): GGUF models, where the
-    /// CPU has the fast kernel, unless `LLM_ATTN_LLAMACPP_F16=0`; others only with `=1`.
+    /// Attention in llama.cpp's default arithmetic (`attention_llamacpp`): GGUF models computed the
+    /// llama.cpp way (quantized activations), where the CPU has the fast kernel, unless
+    /// `LLM_ATTN_LLAMACPP_F16=0`; others only with `=1`.
     llamacpp_attention: bool,
 }
 
