@@ -1,6 +1,7 @@
 //! Kernel throughput with the data in L1 (no memory, no pool): the GGUF group kernels (VNNI, AMX int8) on
 //! one 16-row Q4_1 group of SmolLM2's width, and one SmolLM2 layer's 512-token block attention on one thread.
 //! They separate a kernel's own speed from what the matmul or the forward pass around it costs.
+//! `bf16_decode_matmul_streaming` is the exception: batch-1 bf16 matmuls over 1 GiB of weights, memory-bound.
 //! Run: `cargo test --release --test kernel_bench -- --ignored --nocapture` (docs/gguf.md quotes them).
 
 #![cfg(target_arch = "x86_64")]
@@ -116,3 +117,36 @@ fn block_attention_one_layer() {
     let flops = (heads * (n * (n + 1) / 2) * d * 4) as f64;
     println!("block attention, one SmolLM2 layer, 512 tokens, 1 thread: {:.3} ms, {:.1} GFLOP/s", secs * 1e3, flops / secs / 1e9);
 }
+
+/// Batch-1 bf16 matmul straight from memory: 32 matrices of 8192 × 2048 bf16 (1 GiB, far past the
+/// caches) against one token, two threads; reads GB/s of weights. Compare with bench_one_batch's probe.
+#[test]
+#[ignore = "benchmark, not a check"]
+fn bf16_decode_matmul_streaming() {
+    use llm_engine::backend::cpu::huge::HugeBuffer;
+    use llm_engine::backend::cpu::matrix::{DType, Matrix, Storage};
+    let (rows, cols, count) = (8192usize, 2048usize, 32usize);
+    let mats: Vec<Matrix> = (0..count)
+        .map(|i| {
+            let mut b = HugeBuffer::zeroed(rows * cols * 2).unwrap();
+            b.as_u16_mut().iter_mut().enumerate().for_each(|(j, v)| *v = 0x3c00 + ((j * 7 + i) % 64) as u16);
+            Matrix::new(DType::BF16, rows, cols, Storage::Huge(b)).unwrap()
+        })
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 / 13.0).collect();
+    let mut out = vec![0f32; rows];
+    for (n, kernels) in [(1usize, Kernels::detect().with_bf16_activations()), (16, Kernels::detect().with_bf16_activations()), (1, Kernels::detect().with_bf16_activations().without_amx())] {
+        let xs: Vec<f32> = x.iter().cycle().take(n * cols).cloned().collect();
+        let mut out_n = vec![0f32; n * rows];
+        let mut best = 0f64;
+        for _ in 0..5 {
+            let t = Instant::now();
+            pool.install(|| mats.iter().for_each(|m| kernels.matmul(&xs, n, m, &mut out_n)));
+            best = best.max((count * rows * cols * 2) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        }
+        println!("{} tokens, {}: {best:.1} GB/s of weights", n, kernels.name());
+        out.copy_from_slice(&out_n[..rows]);
+    }
+}
+
