@@ -80,6 +80,10 @@ const greedyPrompts = [
   "The best way to learn a new language is",
   "Photosynthesis is the process",
   "1, 2, 3, 4,",
+  // The quick-start's two chat questions as the server renders them (tests/gguf_llamacpp_greedy.test.ts checks
+  // these two on their own; keep them last).
+  "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+  "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nList 3 countries and their capitals.<|im_end|>\n<|im_start|>assistant\n",
 ];
 
 const t0 = Date.now();
