@@ -54,6 +54,7 @@ cargo build --release --example membw -q
 MEMBW_JSON="$(RAYON_NUM_THREADS="$THREADS" "$REPO/target/release/examples/membw" --size-mib 1024 --passes 7 --weight-bytes "$WEIGHT_BYTES" --json)"
 BANDWIDTH="$(echo "$MEMBW_JSON" | json_field read_gb_s)"
 CEILING="$(echo "$MEMBW_JSON" | json_field decode_ceiling_tok_s)"
+SMALL_PAGES="$(echo "$MEMBW_JSON" | json_field small_pages_gb_s)"
 
 # 2. llama.cpp peer.
 LC_PREFILL="" LC_B1="" LC_BN=""
@@ -129,13 +130,14 @@ fi
 
 # 4. One table.
 node - "$BANDWIDTH" "$CEILING" "$WEIGHT_BYTES" "$BATCH" "$PROMPT_LEN" "$THREADS" \
-  "$LC_PREFILL" "$LC_B1" "$LC_BN" "$OUR_PREFILL" "$OUR_B1" "$OUR_BN" <<'JS'
-const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN] = process.argv.slice(2);
+  "$LC_PREFILL" "$LC_B1" "$LC_BN" "$OUR_PREFILL" "$OUR_B1" "$OUR_BN" "$SMALL_PAGES" <<'JS'
+const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN, small] = process.argv.slice(2);
 const num = (s) => (s === "" || s === undefined ? null : Number(s));
 const cell = (v) => (v === null ? "n/a" : v.toFixed(2));
 const ratio = (a, b) => (a === null || b === null || b === 0 ? "n/a" : (a / b).toFixed(2) + "x");
 console.log(`\nCPU benchmark: ${process.env.MODEL_NAME ?? "llama-3.2-1b-instruct"} shape, ${threads} threads, weights ${(bytes / 1e9).toFixed(3)} GB (16-bit)`);
-console.log(`memory read bandwidth ${Number(bw).toFixed(2)} GB/s -> decode ceiling ${Number(ceiling).toFixed(2)} tok/s at batch 1`);
+console.log(`memory read bandwidth ${Number(bw).toFixed(2)} GB/s (best of 2 MiB and 4 KiB pages; 4 KiB pages alone ` +
+  `${Number(small).toFixed(2)} GB/s, ceiling ${(Number(small) * 1e9 / bytes).toFixed(2)}) -> decode ceiling ${Number(ceiling).toFixed(2)} tok/s at batch 1`);
 const rows = [
   [`prefill ${promptLen} (tok/s)`, num(lcP), num(ourP), null],
   ["decode batch 1 (tok/s)", num(lc1), num(our1), num(ceiling)],

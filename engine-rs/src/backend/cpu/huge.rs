@@ -62,4 +62,10 @@ impl HugeBuffer {
         let b = self.bytes_mut();
         unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut u16, b.len() / 2) }
     }
+
+    pub fn as_u64_mut(&mut self) -> &mut [u64] {
+        let b = self.bytes_mut();
+        // SAFETY: the mapping is page-aligned, so u64-aligned; whole words only.
+        unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut u64, b.len() / 8) }
+    }
 }
