@@ -8,7 +8,8 @@
  * directly, argmax of raw logits); ours through the engine's `gguf_greedy` example on the same ids.
  * LLAMACPP_KV_TYPE (F16, llama.cpp's default, or F32) and LLAMACPP_FLASH_ATTN (auto, on, off) pick llama.cpp's
  * attention precision. It runs in the suite (scripts/test sets LLM_REQUIRE_DEFAULT_MODEL=1, and then a missing
- * model or node-llama-cpp fails it) or with LLM_TEST_LLAMACPP_GREEDY=1; ~10-25 s. Status and measurements:
+ * model or node-llama-cpp fails it) or with LLM_TEST_LLAMACPP_GREEDY=1, on CPUs where llama.cpp takes its AMX build
+ * (below); ~10-25 s. Status and measurements:
  * docs/gguf.md ("greedy vs llama.cpp").
  */
 import { assert, assertEquals } from "./assert.ts";
@@ -37,9 +38,28 @@ async function run(cmd: string, args: string[]): Promise<void> {
 const required = Deno.env.get("LLM_REQUIRE_DEFAULT_MODEL") === "1";
 const peerLibrary = `${NODE_LLAMA_CPP_DIR}/node_modules/node-llama-cpp/dist/index.js`;
 
+/**
+ * Whether llama.cpp runs its sapphirerapids kernels here (AMX int8 for the quantized matmuls), the build the rule was
+ * met against. Its other CPU builds round differently: on this machine with that library hidden, llama.cpp's
+ * `icelake`-class build against its own sapphirerapids build meets this very rule for only 9 of the 12 prompts (5
+ * identical), and ours against that build 9 too (docs/gguf.md). Where llama.cpp cannot take the AMX build, the
+ * rule measures which of llama.cpp's builds is the reference, not our engine, so the test is not run there (and
+ * says so).
+ */
+function llamaCppTakesAmx(): boolean {
+  try {
+    const flags = Deno.readTextFileSync("/proc/cpuinfo").match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
+    return ["amx_tile", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512vbmi"].every((f) => flags.includes(f));
+  } catch {
+    return false;
+  }
+}
+const amxHost = llamaCppTakesAmx();
+if (!amxHost) console.log("greedy rule vs llama.cpp: not run on this CPU (no AMX int8: llama.cpp takes another kernel build)");
+
 Deno.test({
   name: "greedy tokens equal llama.cpp's on SmolLM2 Q4_1 (12 prompts × 32 steps) except at llama.cpp near-ties",
-  ignore: !required && (Deno.env.get("LLM_TEST_LLAMACPP_GREEDY") !== "1" || !pathExists(smollm) || !pathExists(peerLibrary)),
+  ignore: !amxHost || (!required && (Deno.env.get("LLM_TEST_LLAMACPP_GREEDY") !== "1" || !pathExists(smollm) || !pathExists(peerLibrary))),
   async fn() {
     assert(pathExists(smollm), `${smollm} is missing`);
     assert(pathExists(peerLibrary), `node-llama-cpp is missing (${peerLibrary})`);
