@@ -1,7 +1,8 @@
 /**
  * Issue #10's greedy rule on the default model (SmolLM2-135M-Instruct Q4_1): of 12 prompts × 32 steps, at least
- * 10 give greedy tokens equal to llama.cpp's, and so do the quick-start's two chat questions (each on its own), except where they first part at a step whose llama.cpp top-2 logit
- * margin is below NEAR_TIE (0.05; env LLM_GREEDY_NEAR_TIE overrides). After the first parting the two continue from
+ * 10 give greedy tokens equal to llama.cpp's, and so do the quick-start's two chat questions (each on its own),
+ * except where they first part at a step whose llama.cpp top-2 logit margin is below NEAR_TIE (0.05; env
+ * LLM_GREEDY_NEAR_TIE overrides). After the first parting the two continue from
  * different texts, so only the steps up to it are compared. Every parting is printed with both margins.
  *
  * llama.cpp runs through scripts/llamacpp_vectors.mjs (node-llama-cpp, prebuilt CPU library; token ids fed
@@ -9,8 +10,7 @@
  * LLAMACPP_KV_TYPE (F16, llama.cpp's default, or F32) and LLAMACPP_FLASH_ATTN (auto, on, off) pick llama.cpp's
  * attention precision. It runs in the suite (scripts/test sets LLM_REQUIRE_DEFAULT_MODEL=1, and then a missing
  * model or node-llama-cpp fails it) or with LLM_TEST_LLAMACPP_GREEDY=1, on CPUs where llama.cpp takes its AMX build
- * (below); ~10-25 s. Status and measurements:
- * docs/gguf.md ("greedy vs llama.cpp").
+ * (below); ~10-25 s. Status and measurements: docs/gguf.md ("greedy vs llama.cpp").
  */
 import { assert, assertEquals } from "./assert.ts";
 import { NODE_LLAMA_CPP_DIR, pathExists, REPO_ROOT } from "./helpers.ts";

@@ -136,11 +136,6 @@ impl Llama {
         self
     }
 
-    /// Whether attention runs in llama.cpp's arithmetic (`with_llamacpp_attention_default`).
-    pub fn llamacpp_attention(&self) -> bool {
-        self.llamacpp_attention
-    }
-
     /// Runs forward passes on `pool` instead of the caller's (global) rayon pool.
     pub fn with_pool(mut self, pool: rayon::ThreadPool) -> Llama {
         self.pool = Some(pool);
@@ -303,15 +298,15 @@ impl Llama {
             } else {
                 q.chunks_mut(q_dim).zip(kn.chunks_mut(kv_dim)).zip(rope_cs.chunks(rope_width)).for_each(rotate);
             }
+            if self.llamacpp_attention {
+                round_kv(&mut kn);
+                round_kv(&mut vn);
+            }
             {
                 let (kc, vc) = kv.layer_mut(li);
                 for (row, &slot) in new_slots.iter().enumerate() {
                     kc[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(&kn[row * kv_dim..(row + 1) * kv_dim]);
                     vc[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(&vn[row * kv_dim..(row + 1) * kv_dim]);
-                    if self.llamacpp_attention {
-                        round_kv(&mut kc[slot * kv_dim..(slot + 1) * kv_dim]);
-                        round_kv(&mut vc[slot * kv_dim..(slot + 1) * kv_dim]);
-                    }
                 }
             }
             let (kc, vc) = kv.layer(li);
