@@ -6,6 +6,7 @@
 //! cargo run --release --example bench_one_batch -- --model-path DIR --load-format dummy \
 //!     --dtype bfloat16 --input-len 512 --output-len 32 --batch-size 1 4 16 64 --threads 2
 
+use llm_engine::backend::cpu::read_probe;
 use llm_engine::kv::cache::KvCache;
 use llm_engine::loader::{load_model, LoadOptions};
 use llm_engine::model::ForwardSeq;
@@ -83,38 +84,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Best-of-3 read bandwidth over a 1 GiB huge-page buffer (far beyond the caches), split across
-/// `threads` threads. Independent accumulators keep the loop load-bound, not add-bound.
+/// Best-of-3 read bandwidth over a fresh 1 GiB huge-page buffer (far beyond the caches), split
+/// across `threads` threads.
 fn read_bandwidth_gbs(threads: usize) -> f64 {
     let mut buf = llm_engine::backend::cpu::huge::HugeBuffer::zeroed(1 << 30).expect("probe buffer");
     buf.bytes_mut().iter_mut().step_by(4096).for_each(|b| *b = 1);
-    let words: &[u64] = unsafe { std::slice::from_raw_parts(buf.bytes().as_ptr() as *const u64, buf.len() / 8) };
-    let mut best = 0.0f64;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let total: u64 = std::thread::scope(|s| {
-            let per = words.len().div_ceil(threads);
-            let handles: Vec<_> = words
-                .chunks(per)
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut acc = [0u64; 8];
-                        for c in part.chunks_exact(8) {
-                            for j in 0..8 {
-                                acc[j] = acc[j].wrapping_add(c[j]);
-                            }
-                        }
-                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        let secs = t.elapsed().as_secs_f64();
-        assert_eq!(total, (buf.len() / 4096) as u64);
-        best = best.max(buf.len() as f64 / secs / 1e9);
-    }
-    best
+    read_probe::best_read_gbs(&[buf.bytes()], threads, 3)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -185,9 +160,10 @@ fn main() {
     let prefill_secs = median((0..prefill_runs).map(|_| prefill_once(&mut kv).0).collect());
 
     println!();
-    println!("| batch | prefill latency (s) | prefill tok/s | decode median latency (ms) | decode tok/s | vs ceiling |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| batch | prefill latency (s) | prefill tok/s | decode median latency (ms) | decode tok/s | vs ceiling | vs weights read |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut first_row = true;
+    let mut weights_read: Option<(f64, f64, f64)> = None;
     for &b in &args.batch_sizes {
         // Every sequence gets its own copy of the prompt's KV, so attention reads what it would
         // for b distinct prompts.
@@ -202,6 +178,10 @@ fn main() {
         let slots: Vec<Vec<u32>> = (0..b).map(seq_slots).collect();
         let mut next: Vec<u32> = vec![first; b];
         let mut steps = Vec::with_capacity(args.output_len);
+        // At batch 1 every step is followed by one plain read of the weights it read, so the two are
+        // timed under the same conditions (same pages, same minute).
+        let regions = if b == 1 { model.decode_weight_regions() } else { Vec::new() };
+        let mut reads = Vec::with_capacity(args.output_len);
         for step in 0..args.output_len {
             let pos = args.input_len + step;
             let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
@@ -211,11 +191,18 @@ fn main() {
             let t = Instant::now();
             let logits = model.try_forward(&batch, &mut kv).unwrap_or_else(|e| panic!("decode: {e}"));
             steps.push(t.elapsed().as_secs_f64());
+            if !regions.is_empty() {
+                reads.push(read_probe::read_once(&regions, threads).0);
+            }
             for (s, n) in next.iter_mut().enumerate() {
                 *n = argmax(&logits[s * c.vocab_size..(s + 1) * c.vocab_size]);
             }
         }
         let per_step = median(steps);
+        if !reads.is_empty() {
+            let read = median(reads);
+            weights_read = Some((read, read / per_step, regions.iter().map(|r| r.len()).sum::<usize>() as f64 / read / 1e9));
+        }
         let tok_s = b as f64 / per_step;
         let (pl, pt) = if first_row {
             (format!("{prefill_secs:.3}"), format!("{:.1}", args.input_len as f64 / prefill_secs))
@@ -224,11 +211,24 @@ fn main() {
         };
         first_row = false;
         let vs = if b == 1 { format!("{:.0}%", 100.0 * tok_s / (bw / gb)) } else { String::new() };
-        println!("| {b} | {pl} | {pt} | {:.1} | {tok_s:.2} | {vs} |", per_step * 1e3);
+        let vs_read = match weights_read {
+            Some((_, ratio, _)) if b == 1 => format!("{:.0}%", 100.0 * ratio),
+            _ => String::new(),
+        };
+        println!("| {b} | {pl} | {pt} | {:.1} | {tok_s:.2} | {vs} | {vs_read} |", per_step * 1e3);
     }
     println!();
     println!(
         "prefill: one sequence of {} tokens (median of {prefill_runs} after a warm-up); decode: {} steps from position {}, median step",
         args.input_len, args.output_len, args.input_len
     );
+    println!("vs ceiling: decode tok/s over the fresh-buffer read bandwidth / weight bytes");
+    if let Some((read, ratio, gbs)) = weights_read {
+        println!(
+            "vs weights read: median time to read the step's own weights once with {threads} threads ({:.1} ms, {gbs:.1} GB/s; \
+             one read after each batch-1 step) over the median step ({:.0}%)",
+            read * 1e3,
+            100.0 * ratio
+        );
+    }
 }

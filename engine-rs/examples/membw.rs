@@ -11,7 +11,7 @@
 //! engine's decode then appeared to reach.
 
 use rayon::prelude::*;
-use std::time::Instant;
+use llm_engine::backend::cpu::read_probe;
 
 struct Options {
     size_mib: usize,
@@ -42,38 +42,6 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// Eight independent accumulators so the adds do not serialise on one register and the loop
-/// vectorises; wrapping because the value only has to defeat dead-code elimination.
-#[inline(always)]
-fn sum_slice_portable(slice: &[u64]) -> u64 {
-    let mut acc = [0u64; 8];
-    let chunks = slice.chunks_exact(8);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for lane in 0..8 {
-            acc[lane] = acc[lane].wrapping_add(chunk[lane]);
-        }
-    }
-    acc.iter().chain(tail).fold(0u64, |a, &b| a.wrapping_add(b))
-}
-
-/// The baseline x86-64 build only has SSE2, whose adds can fall behind memory on a fast core; the same
-/// loop compiled for AVX2 keeps the probe memory-bound. Chosen at run time, like the engine's kernels.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sum_slice_avx2(slice: &[u64]) -> u64 {
-    sum_slice_portable(slice)
-}
-
-fn sum_slice(slice: &[u64]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { sum_slice_avx2(slice) };
-    }
-    sum_slice_portable(slice)
-}
-
 fn main() {
     let options = match parse_options() {
         Ok(options) => options,
@@ -84,11 +52,10 @@ fn main() {
     };
     let words = options.size_mib * 1024 * 1024 / 8;
     let threads = rayon::current_num_threads();
-    let mut checksum = 0u64;
     let mut huge = llm_engine::backend::cpu::huge::HugeBuffer::zeroed(words * 8).expect("probe buffer");
-    let huge_gbs = best_read(huge.as_u64_mut(), options.passes, threads, &mut checksum);
+    let huge_gbs = best_read(huge.as_u64_mut(), options.passes, threads);
     drop(huge);
-    let small_gbs = best_read(&mut vec![0u64; words], options.passes, threads, &mut checksum);
+    let small_gbs = best_read(&mut vec![0u64; words], options.passes, threads);
     let best_gbs = huge_gbs.max(small_gbs);
     let ceiling = options.weight_bytes.map(|bytes| best_gbs * 1e9 / bytes as f64);
     if options.json {
@@ -106,27 +73,18 @@ fn main() {
             println!("decode ceiling for {:.3} GB of weights: {c:.2} tok/s per sequence step", bytes as f64 / 1e9);
         }
     }
-    if checksum == 42 {
-        eprintln!("(checksum {checksum})");
-    }
 }
 
-/// Best read rate (GB/s) of `passes` parallel sums over `buffer`, written first in parallel so every
-/// page is faulted in (and placed) before timing, not on the first pass.
-fn best_read(buffer: &mut [u64], passes: usize, threads: usize, checksum: &mut u64) -> f64 {
+/// Best read rate (GB/s) of `passes` reads of `buffer` by `threads` threads, written first in
+/// parallel so every page is faulted in (and placed) before timing, not on the first pass.
+fn best_read(buffer: &mut [u64], passes: usize, threads: usize) -> f64 {
     let per_thread = buffer.len().div_ceil(threads);
     buffer.par_chunks_mut(per_thread).enumerate().for_each(|(t, chunk)| {
         for (i, word) in chunk.iter_mut().enumerate() {
             *word = (t * per_thread + i) as u64;
         }
     });
-    let mut best_gbs = 0f64;
-    for _ in 0..passes {
-        let start = Instant::now();
-        let sum = buffer.par_chunks(per_thread).map(sum_slice).reduce(|| 0, u64::wrapping_add);
-        let seconds = start.elapsed().as_secs_f64();
-        *checksum = checksum.wrapping_add(std::hint::black_box(sum));
-        best_gbs = best_gbs.max((buffer.len() * 8) as f64 / seconds / 1e9);
-    }
-    best_gbs
+    // Safety: u64 words viewed as their bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(buffer.as_ptr() as *const u8, buffer.len() * 8) };
+    read_probe::best_read_gbs(&[bytes], threads, passes)
 }

@@ -136,6 +136,10 @@ fn bf16_decode_matmul_streaming() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 / 13.0).collect();
     let bf16 = Kernels::detect().with_bf16_activations();
+    // What the kernels are up against: the same bytes read plainly by the same number of threads.
+    let regions: Vec<&[u8]> = mats.iter().map(|m| m.bytes()).collect();
+    let plain = llm_engine::backend::cpu::read_probe::best_read_gbs(&regions, 2, 5);
+    println!("plain read of the same weights, 2 threads: {plain:.1} GB/s");
     for (n, kernels) in [(1usize, bf16), (16, bf16), (1, bf16.without_amx())] {
         let xs: Vec<f32> = x.iter().cycle().take(n * cols).cloned().collect();
         let mut out_n = vec![0f32; n * rows];

@@ -390,6 +390,14 @@ impl Model for Llama {
         self.weight_dtype
     }
 
+    fn decode_weight_regions(&self) -> Vec<&[u8]> {
+        let projections = self.layers.iter().flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        let weights: Vec<&Weight> = projections.chain(std::iter::once(head)).collect();
+        // All or nothing: a partial list would understate the step's reads.
+        weights.iter().map(|w| w.dense_bytes()).collect::<Option<Vec<_>>>().unwrap_or_default()
+    }
+
     fn kernel_isa(&self) -> &'static str {
         self.kernels.name()
     }

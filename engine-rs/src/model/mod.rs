@@ -40,6 +40,12 @@ pub trait Model: Send + Sync {
     fn weight_dtype(&self) -> &'static str {
         "float32"
     }
+    /// The memory a batch-1 decode step reads in full: every dense weight matrix's bytes (the
+    /// embedding table only where it doubles as the LM head). Empty where not known (quantized
+    /// weights, other backends). Benchmarks time reading it as the step's bandwidth floor.
+    fn decode_weight_regions(&self) -> Vec<&[u8]> {
+        Vec::new()
+    }
     /// Which CPU kernel path runs ("avx512", "avx2", "scalar").
     fn kernel_isa(&self) -> &'static str {
         "scalar"

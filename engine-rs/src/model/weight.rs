@@ -67,6 +67,14 @@ impl Weight {
         }
     }
 
+    /// The stored bytes of a dense weight (None for a quantized one).
+    pub fn dense_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Weight::Dense(m) => Some(m.bytes()),
+            Weight::Quantized(_) => None,
+        }
+    }
+
     pub fn size_bytes(&self) -> usize {
         match self {
             Weight::Dense(m) => m.size_bytes(),
