@@ -128,10 +128,23 @@ else
   log "our server is not answering at $BASE_URL; its column stays empty"
 fi
 
-# 4. One table.
+# 4. Our engine alone (bench_one_batch, after the server is gone): the batch-1 step against the time to read
+# that step's own weights once, read right after each step (same pages, same minute: the fresh probe
+# buffer's rate varies by run on these VMs).
+if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
+log "ours, engine only: batch-1 step vs reading its own weights"
+cargo build --release --example bench_one_batch -q
+ENGINE_JSON="$("$REPO/target/release/examples/bench_one_batch" --model-path "$MODEL_DIR" --load-format dummy --dtype bfloat16 \
+  --input-len "$DECODE_CONTEXT" --output-len "$GEN" --batch-size 1 --threads "$THREADS" --json | tail -1)"
+echo "$ENGINE_JSON" >> "$BENCH_DIR/engine.jsonl"
+STEP_MS="$(echo "$ENGINE_JSON" | json_field batch1_step_ms)"
+READ_MS="$(echo "$ENGINE_JSON" | json_field weights_read_ms)"
+READ_GBS="$(echo "$ENGINE_JSON" | json_field weights_read_gb_s)"
+
+# 5. One table.
 node - "$BANDWIDTH" "$CEILING" "$WEIGHT_BYTES" "$BATCH" "$PROMPT_LEN" "$THREADS" \
-  "$LC_PREFILL" "$LC_B1" "$LC_BN" "$OUR_PREFILL" "$OUR_B1" "$OUR_BN" "$SMALL_PAGES" <<'JS'
-const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN, small] = process.argv.slice(2);
+  "$LC_PREFILL" "$LC_B1" "$LC_BN" "$OUR_PREFILL" "$OUR_B1" "$OUR_BN" "$SMALL_PAGES" "$STEP_MS" "$READ_MS" "$READ_GBS" <<'JS'
+const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN, small, stepMs, readMs, readGbs] = process.argv.slice(2);
 const num = (s) => (s === "" || s === undefined ? null : Number(s));
 const cell = (v) => (v === null ? "n/a" : v.toFixed(2));
 const ratio = (a, b) => (a === null || b === null || b === 0 ? "n/a" : (a / b).toFixed(2) + "x");
@@ -147,5 +160,9 @@ const line = (cols) => cols.map((c, i) => (i === 0 ? c.padEnd(26) : c.padStart(1
 console.log(line(["", "llama.cpp", "ours", "ours/llama", "ours/ceiling"]));
 for (const [name, lc, ours, ceil] of rows) {
   console.log(line([name, cell(lc), cell(ours), ratio(ours, lc), ceil === null ? "" : ratio(ours, ceil)]));
+}
+if (num(stepMs) !== null && num(readMs) !== null) {
+  console.log(`engine only, batch 1: step ${Number(stepMs).toFixed(1)} ms; reading the step's own weights once ` +
+    `${Number(readMs).toFixed(1)} ms (${Number(readGbs).toFixed(2)} GB/s) -> step at ${ratio(num(readMs), num(stepMs))} of that ceiling`);
 }
 JS

@@ -21,12 +21,14 @@ struct Args {
     batch_sizes: Vec<usize>,
     threads: Option<usize>,
     seed: u64,
+    /// Print a last line of JSON with the batch-1 step and the weights read (for scripts).
+    json: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench_one_batch --model-path DIR [--load-format auto|dummy] [--dtype auto|float32|bfloat16] \
-         [--input-len N] [--output-len N] [--batch-size N...] [--threads N] [--seed N]"
+         [--input-len N] [--output-len N] [--batch-size N...] [--threads N] [--seed N] [--json]"
     );
     std::process::exit(2)
 }
@@ -41,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
         batch_sizes: vec![1],
         threads: None,
         seed: 0,
+        json: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -67,6 +70,11 @@ fn parse_args() -> Result<Args, String> {
                 if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
                     return Err("--batch-size needs positive integers".into());
                 }
+                i += 1;
+                continue;
+            }
+            "--json" => {
+                a.json = true;
                 i += 1;
                 continue;
             }
@@ -164,6 +172,7 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut first_row = true;
     let mut weights_read: Option<(f64, f64, f64)> = None;
+    let mut batch1_step: Option<f64> = None;
     for &b in &args.batch_sizes {
         // Every sequence gets its own copy of the prompt's KV, so attention reads what it would
         // for b distinct prompts.
@@ -199,6 +208,9 @@ fn main() {
             }
         }
         let per_step = median(steps);
+        if b == 1 {
+            batch1_step = Some(per_step);
+        }
         if !reads.is_empty() {
             let read = median(reads);
             weights_read = Some((read, read / per_step, regions.iter().map(|r| r.len()).sum::<usize>() as f64 / read / 1e9));
@@ -229,6 +241,15 @@ fn main() {
              one read after each batch-1 step) over the median step ({:.0}%)",
             read * 1e3,
             100.0 * ratio
+        );
+    }
+    if args.json {
+        let field = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{{\"batch1_step_ms\": {}, \"weights_read_ms\": {}, \"weights_read_gb_s\": {}, \"fresh_buffer_gb_s\": {bw:.3}, \"weight_gb\": {gb:.4}}}",
+            field(batch1_step.map(|s| s * 1e3)),
+            field(weights_read.map(|w| w.0 * 1e3)),
+            field(weights_read.map(|w| w.2)),
         );
     }
 }
