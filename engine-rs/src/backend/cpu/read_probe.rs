@@ -2,7 +2,7 @@
 //! as plain loads allow. A batch-1 decode step reads every weight once, so reading the weights
 //! themselves this way is the step's bandwidth floor; `membw` and `bench_one_batch` also read fresh
 //! buffers with it. On the VMs we run on a fresh buffer's rate depends on the physical pages the
-//! process happens to get (33-40 GB/s from one run to the next, same code, same minute), so the
+//! process happens to get (33 vs 39 GB/s in alternating runs of one loop, here), so the
 //! ceiling of record is the read of the very pages the decode step reads.
 
 use std::time::Instant;
