@@ -1,9 +1,9 @@
 //! Memory read probe: the time for `threads` threads to read a set of memory regions once, as fast
 //! as plain loads allow. A batch-1 decode step reads every weight once, so reading the weights
 //! themselves this way is the step's bandwidth floor; `membw` and `bench_one_batch` also read fresh
-//! buffers with it. On the VMs we run on a fresh buffer's rate depends on the physical pages the
-//! process happens to get (33 vs 39 GB/s in alternating runs of one loop, here), so the
-//! ceiling of record is the read of the very pages the decode step reads.
+//! buffers with it. On the VMs we run on a fresh buffer's rate varies from one process to the next
+//! (33 vs 39 GB/s in alternating runs of one loop, cause not pinned down), so the ceiling of record
+//! is the read of the very pages the decode step reads, in the same process and minute.
 
 use std::time::Instant;
 
