@@ -32,6 +32,13 @@ pub struct Layer {
     pub down_proj: Weight,
 }
 
+impl Layer {
+    /// The seven projection matrices, in the order a forward pass reads them.
+    pub fn projections(&self) -> [&Weight; 7] {
+        [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj, &self.gate_proj, &self.up_proj, &self.down_proj]
+    }
+}
+
 /// Every weight of the model, built by a loader (safetensors/dummy in `Llama::new`, GGUF in loader/gguf.rs).
 pub struct LlamaWeights {
     pub embed_tokens: Weight,
@@ -104,10 +111,7 @@ impl Llama {
         let mut weight_bytes = embed_tokens.size_bytes() + lm_head.as_ref().map_or(0, |h| h.size_bytes());
         weight_bytes += final_norm.len() * 4;
         for l in &layers {
-            weight_bytes += [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]
-                .iter()
-                .map(|w| w.size_bytes())
-                .sum::<usize>()
+            weight_bytes += l.projections().iter().map(|w| w.size_bytes()).sum::<usize>()
                 + (l.input_norm.len() + l.post_attention_norm.len()) * 4;
         }
         let weight_dtype = layers.first().map_or(embed_tokens.dtype_name(), |l| l.q_proj.dtype_name());
@@ -188,7 +192,7 @@ impl Llama {
         let mut all: Vec<&Weight> = vec![&self.embed_tokens];
         all.extend(&self.lm_head);
         for l in &self.layers {
-            all.extend([&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]);
+            all.extend(l.projections());
         }
         self.on_pool(|| all.par_iter().for_each(|w| w.prepare()));
     }
@@ -391,7 +395,7 @@ impl Model for Llama {
     }
 
     fn decode_weight_regions(&self) -> Vec<&[u8]> {
-        let projections = self.layers.iter().flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]);
+        let projections = self.layers.iter().flat_map(Layer::projections);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let weights: Vec<&Weight> = projections.chain(std::iter::once(head)).collect();
         // All or nothing: a partial list would understate the step's reads.
