@@ -84,7 +84,10 @@ fi
 
 # 3. Our engine, through its HTTP server.
 SERVER_PID=""
-cleanup() { [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null || true; }
+# Stops the server we started (if any) and waits for it, so what runs next has the machine to itself.
+cleanup() {
+  if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
+}
 trap cleanup EXIT
 BASE_URL="${OUR_BASE_URL:-}"
 if [[ -z "$BASE_URL" ]]; then
@@ -131,7 +134,7 @@ fi
 # 4. Our engine alone (bench_one_batch, after the server is gone): the batch-1 step against the time to read
 # that step's own weights once, read right after each step (same pages, same minute: the fresh probe
 # buffer's rate varies by run on these VMs).
-if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; fi
+cleanup
 log "ours, engine only: batch-1 step vs reading its own weights"
 cargo build --release --example bench_one_batch -q
 ENGINE_JSON="$("$REPO/target/release/examples/bench_one_batch" --model-path "$MODEL_DIR" --load-format dummy --dtype bfloat16 \
