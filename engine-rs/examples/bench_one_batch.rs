@@ -171,8 +171,11 @@ fn main() {
     println!("| batch | prefill latency (s) | prefill tok/s | decode median latency (ms) | decode tok/s | vs ceiling | vs weights read |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut first_row = true;
-    let mut weights_read: Option<(f64, f64, f64)> = None;
-    let mut batch1_step: Option<f64> = None;
+    // At batch 1 every step is followed by one plain read of the weights it read, so the two are
+    // timed under the same conditions (same pages, same minute).
+    let regions = model.decode_weight_regions();
+    let region_bytes: usize = regions.iter().map(|r| r.len()).sum();
+    let (mut batch1_step, mut weights_read): (Option<f64>, Option<f64>) = (None, None);
     for &b in &args.batch_sizes {
         // Every sequence gets its own copy of the prompt's KV, so attention reads what it would
         // for b distinct prompts.
@@ -187,9 +190,6 @@ fn main() {
         let slots: Vec<Vec<u32>> = (0..b).map(seq_slots).collect();
         let mut next: Vec<u32> = vec![first; b];
         let mut steps = Vec::with_capacity(args.output_len);
-        // At batch 1 every step is followed by one plain read of the weights it read, so the two are
-        // timed under the same conditions (same pages, same minute).
-        let regions = if b == 1 { model.decode_weight_regions() } else { Vec::new() };
         let mut reads = Vec::with_capacity(args.output_len);
         for step in 0..args.output_len {
             let pos = args.input_len + step;
@@ -200,7 +200,7 @@ fn main() {
             let t = Instant::now();
             let logits = model.try_forward(&batch, &mut kv).unwrap_or_else(|e| panic!("decode: {e}"));
             steps.push(t.elapsed().as_secs_f64());
-            if !regions.is_empty() {
+            if b == 1 && !regions.is_empty() {
                 reads.push(read_probe::read_once(&regions, threads).0);
             }
             for (s, n) in next.iter_mut().enumerate() {
@@ -212,8 +212,7 @@ fn main() {
             batch1_step = Some(per_step);
         }
         if !reads.is_empty() {
-            let read = median(reads);
-            weights_read = Some((read, read / per_step, regions.iter().map(|r| r.len()).sum::<usize>() as f64 / read / 1e9));
+            weights_read = Some(median(reads));
         }
         let tok_s = b as f64 / per_step;
         let (pl, pt) = if first_row {
@@ -224,7 +223,7 @@ fn main() {
         first_row = false;
         let vs = if b == 1 { format!("{:.0}%", 100.0 * tok_s / (bw / gb)) } else { String::new() };
         let vs_read = match weights_read {
-            Some((_, ratio, _)) if b == 1 => format!("{:.0}%", 100.0 * ratio),
+            Some(read) if b == 1 => format!("{:.0}%", 100.0 * read / per_step),
             _ => String::new(),
         };
         println!("| {b} | {pl} | {pt} | {:.1} | {tok_s:.2} | {vs} | {vs_read} |", per_step * 1e3);
@@ -235,7 +234,9 @@ fn main() {
         args.input_len, args.output_len, args.input_len
     );
     println!("vs ceiling: decode tok/s over the fresh-buffer read bandwidth / weight bytes");
-    if let Some((read, ratio, gbs)) = weights_read {
+    let read_gbs = |read: f64| region_bytes as f64 / read / 1e9;
+    if let (Some(read), Some(step)) = (weights_read, batch1_step) {
+        let (ratio, gbs) = (read / step, read_gbs(read));
         println!(
             "vs weights read: median time to read the step's own weights once with {threads} threads ({:.1} ms, {gbs:.1} GB/s; \
              one read after each batch-1 step) over the median step ({:.0}%)",
@@ -248,8 +249,8 @@ fn main() {
         println!(
             "{{\"batch1_step_ms\": {}, \"weights_read_ms\": {}, \"weights_read_gb_s\": {}, \"fresh_buffer_gb_s\": {bw:.3}, \"weight_gb\": {gb:.4}}}",
             field(batch1_step.map(|s| s * 1e3)),
-            field(weights_read.map(|w| w.0 * 1e3)),
-            field(weights_read.map(|w| w.2)),
+            field(weights_read.map(|r| r * 1e3)),
+            field(weights_read.map(read_gbs)),
         );
     }
 }
