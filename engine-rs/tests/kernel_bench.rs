@@ -1,7 +1,8 @@
 //! Kernel throughput with the data in L1 (no memory, no pool): the GGUF group kernels (VNNI, AMX int8) on
 //! one 16-row Q4_1 group of SmolLM2's width, and one SmolLM2 layer's 512-token block attention on one thread.
 //! They separate a kernel's own speed from what the matmul or the forward pass around it costs.
-//! `bf16_decode_matmul_streaming` is the exception: batch-1 bf16 matmuls over 1 GiB of weights, memory-bound.
+//! `bf16_decode_matmul_streaming` and `decode_read_patterns` are the exceptions: batch-1 bf16 matmuls over 1 GiB of
+//! weights, and the load patterns alone over the same GiB, both memory-bound.
 //! Run: `cargo test --release --test kernel_bench -- --ignored --nocapture` (docs/gguf.md quotes them).
 
 #![cfg(target_arch = "x86_64")]
@@ -153,3 +154,124 @@ fn bf16_decode_matmul_streaming() {
     }
 }
 
+
+/// What a batch-1 kernel's loads can read on this CPU, with no pool, no barriers and (for the first
+/// three) no arithmetic: the same 1 GiB of 8192 × 2048 bf16 matrices, each of two threads streaming
+/// its half of every matrix. Shows whether the decode gap is the multiply or the way it loads.
+#[test]
+#[ignore = "benchmark, not a check"]
+fn decode_read_patterns() {
+    use llm_engine::backend::cpu::huge::HugeBuffer;
+    use llm_engine::backend::cpu::{amx, has_avx512_bf16, read_probe};
+    use read_patterns::*;
+    if !has_avx512_bf16() {
+        return println!("no AVX512_BF16 here");
+    }
+    let mats: Vec<HugeBuffer> = (0..COUNT)
+        .map(|i| {
+            let mut b = HugeBuffer::zeroed(ROWS * K * 2).unwrap();
+            b.as_u16_mut().iter_mut().enumerate().for_each(|(j, v)| *v = 0x3c00 + ((j * 7 + i) % 64) as u16);
+            b
+        })
+        .collect();
+    let x: Vec<u16> = (0..K).map(|i| 0x3c00 + (i % 13) as u16).collect();
+    let mut patterns: Vec<(&str, Pattern)> = vec![
+        ("plain read, 256-bit loads (the probe)", |_, w, rows| read_probe::sum_bytes(unsafe { std::slice::from_raw_parts(w as *const u8, rows * K * 2) }) as f32),
+        ("plain read, 512-bit loads", |_, w, rows| unsafe { zmm_sum(w, rows) }),
+        ("vdpbf16ps, rows in turn, 8 accumulators", |x, w, rows| rows_dot(x, w, rows)),
+    ];
+    if amx::available() {
+        patterns.push(("AMX tile loads only (16 rows x 64 B, 2 tiles a k step)", |_, w, rows| unsafe { tile_loads(w, rows) }));
+    }
+    for round in 0..3 {
+        for (name, f) in &patterns {
+            let mut best = 0f64;
+            for _ in 0..3 {
+                let t = Instant::now();
+                std::thread::scope(|s| {
+                    for half in 0..2 {
+                        let (mats, x, f) = (&mats, &x, *f);
+                        s.spawn(move || {
+                            for m in mats {
+                                let w = unsafe { m.as_u16().as_ptr().add(half * ROWS / 2 * K) };
+                                std::hint::black_box(f(x.as_ptr(), w, ROWS / 2));
+                            }
+                        });
+                    }
+                });
+                best = best.max((COUNT * ROWS * K * 2) as f64 / t.elapsed().as_secs_f64() / 1e9);
+            }
+            println!("round {round}: {name}: {best:.1} GB/s");
+        }
+    }
+}
+
+mod read_patterns {
+    use std::arch::x86_64::*;
+    pub const ROWS: usize = 8192;
+    pub const K: usize = 2048;
+    pub const COUNT: usize = 32;
+    /// (activations, weight rows, row count) -> a value that depends on every byte read.
+    pub type Pattern = fn(*const u16, *const u16, usize) -> f32;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn zmm_sum(w: *const u16, rows: usize) -> f32 {
+        let mut acc = [_mm512_setzero_si512(); 8];
+        let mut i = 0;
+        while i < rows * K {
+            for (a, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_add_epi64(*acc, _mm512_loadu_si512(w.add(i + 32 * a) as *const __m512i));
+            }
+            i += 256;
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_epi64(v)).sum::<i64>() as f32
+    }
+
+    /// One output per row, as a batch-1 matmul writes them (layout matters: adding the rows into
+    /// one running total instead read ~15% slower in one build).
+    pub fn rows_dot(x: *const u16, w: *const u16, rows: usize) -> f32 {
+        let mut out = vec![0f32; rows];
+        // Safety: the caller checked AVX512_BF16; w holds `rows` rows of K, x holds K.
+        unsafe { rows_dot_into(x, w, rows, out.as_mut_ptr()) };
+        out.iter().sum()
+    }
+
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn rows_dot_into(x: *const u16, w: *const u16, rows: usize, out: *mut f32) {
+        let k = std::hint::black_box(K);
+        for r in 0..rows {
+            let wr = w.add(r * k);
+            let mut acc = [_mm512_setzero_ps(); 8];
+            let mut i = 0;
+            while i < k {
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_loadu_si512(wr.add(i + 32 * a) as *const __m512i);
+                    let xv = _mm512_loadu_si512(x.add(i + 32 * a) as *const __m512i);
+                    *acc = _mm512_dpbf16_ps(*acc, std::mem::transmute::<__m512i, __m512bh>(wv), std::mem::transmute::<__m512i, __m512bh>(xv));
+                }
+                i += 256;
+            }
+            let sum = acc[1..].iter().fold(acc[0], |s, &v| _mm512_add_ps(s, v));
+            *out.add(r) = _mm512_reduce_add_ps(sum);
+        }
+    }
+
+    /// Safety: `amx::available()`; w holds `rows` (a multiple of 32) rows of K bf16.
+    pub unsafe fn tile_loads(w: *const u16, rows: usize) -> f32 {
+        use llm_engine::backend::cpu::amx::{release, TileConfig};
+        TileConfig::new([16; 8], [64; 8]).load();
+        let lda = K * 2;
+        for r in (0..rows).step_by(32) {
+            for ks in (0..K).step_by(32) {
+                let a = w.add(r * K + ks);
+                std::arch::asm!("tileloadd tmm4, [{a} + {lda} * 1]", "tileloadd tmm5, [{b} + {lda} * 1]",
+                    a = in(reg) a, b = in(reg) a.add(16 * K), lda = in(reg) lda, options(nostack, readonly));
+            }
+        }
+        let mut last = [0f32; 256];
+        std::arch::asm!("tilestored [{p} + {s} * 1], tmm4", p = in(reg) last.as_mut_ptr(), s = in(reg) 64usize, options(nostack));
+        release();
+        last[0]
+    }
+}
