@@ -119,21 +119,28 @@ fn block_attention_one_layer() {
     println!("block attention, one SmolLM2 layer, 512 tokens, 1 thread: {:.3} ms, {:.1} GFLOP/s", secs * 1e3, flops / secs / 1e9);
 }
 
-/// Batch-1 bf16 matmul straight from memory: 32 matrices of 8192 × 2048 bf16 (1 GiB, far past the
-/// caches) against one token, two threads; reads GB/s of weights. Compare with bench_one_batch's probe.
+/// The weights both streaming benchmarks read: COUNT matrices of ROWS × K bf16 (1 GiB, far past the
+/// caches) on huge pages, with fixed values near 1.0.
+fn streaming_weights() -> Vec<llm_engine::backend::cpu::huge::HugeBuffer> {
+    use read_patterns::{COUNT, K, ROWS};
+    (0..COUNT)
+        .map(|i| {
+            let mut b = llm_engine::backend::cpu::huge::HugeBuffer::zeroed(ROWS * K * 2).unwrap();
+            b.as_u16_mut().iter_mut().enumerate().for_each(|(j, v)| *v = 0x3c00 + ((j * 7 + i) % 64) as u16);
+            b
+        })
+        .collect()
+}
+
+/// Batch-1 bf16 matmul straight from memory: `streaming_weights` against one token, two threads;
+/// reads GB/s of weights. Compare with bench_one_batch's probe.
 #[test]
 #[ignore = "benchmark, not a check"]
 fn bf16_decode_matmul_streaming() {
-    use llm_engine::backend::cpu::huge::HugeBuffer;
     use llm_engine::backend::cpu::matrix::{DType, Matrix, Storage};
-    let (rows, cols, count) = (8192usize, 2048usize, 32usize);
-    let mats: Vec<Matrix> = (0..count)
-        .map(|i| {
-            let mut b = HugeBuffer::zeroed(rows * cols * 2).unwrap();
-            b.as_u16_mut().iter_mut().enumerate().for_each(|(j, v)| *v = 0x3c00 + ((j * 7 + i) % 64) as u16);
-            Matrix::new(DType::BF16, rows, cols, Storage::Huge(b)).unwrap()
-        })
-        .collect();
+    let (rows, cols, count) = (read_patterns::ROWS, read_patterns::K, read_patterns::COUNT);
+    let mats: Vec<Matrix> =
+        streaming_weights().into_iter().map(|b| Matrix::new(DType::BF16, rows, cols, Storage::Huge(b)).unwrap()).collect();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 / 13.0).collect();
     let bf16 = Kernels::detect().with_bf16_activations();
@@ -154,26 +161,18 @@ fn bf16_decode_matmul_streaming() {
     }
 }
 
-
-/// What a batch-1 kernel's loads can read on this CPU, with no pool, no barriers and (for the first
-/// three) no arithmetic: the same 1 GiB of 8192 × 2048 bf16 matrices, each of two threads streaming
-/// its half of every matrix. Shows whether the decode gap is the multiply or the way it loads.
+/// What a batch-1 kernel's loads can read on this CPU, with no pool, no barriers and (but for the
+/// `vdpbf16ps` rows) no arithmetic, over the GiB `bf16_decode_matmul_streaming` multiplies
+/// (`streaming_weights`), each of two threads streaming its half of every matrix. Shows whether the decode gap is the multiply or the way it loads.
 #[test]
 #[ignore = "benchmark, not a check"]
 fn decode_read_patterns() {
-    use llm_engine::backend::cpu::huge::HugeBuffer;
     use llm_engine::backend::cpu::{amx, has_avx512_bf16, read_probe};
     use read_patterns::*;
     if !has_avx512_bf16() {
         return println!("no AVX512_BF16 here");
     }
-    let mats: Vec<HugeBuffer> = (0..COUNT)
-        .map(|i| {
-            let mut b = HugeBuffer::zeroed(ROWS * K * 2).unwrap();
-            b.as_u16_mut().iter_mut().enumerate().for_each(|(j, v)| *v = 0x3c00 + ((j * 7 + i) % 64) as u16);
-            b
-        })
-        .collect();
+    let mats = streaming_weights();
     let x: Vec<u16> = (0..K).map(|i| 0x3c00 + (i % 13) as u16).collect();
     let mut patterns: Vec<(&str, Pattern)> = vec![
         ("plain read, 256-bit loads (the probe)", |_, w, rows| read_probe::sum_bytes(unsafe { std::slice::from_raw_parts(w as *const u8, rows * K * 2) }) as f32),
