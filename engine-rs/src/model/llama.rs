@@ -8,7 +8,7 @@ use super::rope::Rope;
 use super::{ForwardSeq, Model};
 use super::weight::Weight;
 use crate::backend::cpu::matrix::DType;
-use crate::backend::cpu::{silu_mul, add_in_place, Kernels};
+use crate::backend::cpu::{silu_mul, add_in_place, warm_pool, Kernels};
 use crate::config::ModelConfig;
 use crate::kv::cache::KvCache;
 use crate::loader::source::WeightSource;
@@ -58,6 +58,8 @@ pub struct Llama {
     layers: Vec<Layer>,
     rope: Rope,
     pool: Option<rayon::ThreadPool>,
+    /// Forward passes keep the pool's other workers awake (`backend::cpu::warm_pool`).
+    warm_pool: bool,
     weight_bytes: usize,
     weight_dtype: &'static str,
     /// The heads, MLP columns and vocabulary rows these weights hold (all of them at tp = 1).
@@ -126,6 +128,7 @@ impl Llama {
             final_norm,
             layers,
             pool: None,
+            warm_pool: false,
             weight_bytes,
             weight_dtype,
             llamacpp_attention: super::attention_llamacpp::requested() == Some(true),
@@ -142,6 +145,7 @@ impl Llama {
 
     /// Runs forward passes on `pool` instead of the caller's (global) rayon pool.
     pub fn with_pool(mut self, pool: rayon::ThreadPool) -> Llama {
+        self.warm_pool = warm_pool::worth_keeping_warm(&pool, self.weight_bytes);
         self.pool = Some(pool);
         self
     }
@@ -362,6 +366,7 @@ impl Llama {
     /// Runs `f` on this model's compute pool (the caller's pool when it has none).
     pub(crate) fn on_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         match &self.pool {
+            Some(pool) if self.warm_pool => warm_pool::install_warm(pool, f),
             Some(pool) => pool.install(f),
             None => f(),
         }

@@ -6,6 +6,7 @@
 pub mod huge;
 pub mod matrix;
 pub mod read_probe;
+pub mod warm_pool;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
