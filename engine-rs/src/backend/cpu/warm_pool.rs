@@ -10,7 +10,8 @@
 //!
 //! The price is a core kept busy for the length of each forward pass, so a model only does this when
 //! its weights are large enough for its matmuls to run on the pool (`worth_keeping_warm`): on a tiny
-//! model the passes run on the calling thread, and the spare core is better left to the HTTP side.
+//! model the passes run on the calling thread, and the spare core is better left to the HTTP side
+//! (forced on for stories260K, 64 streaming requests served 10-15% fewer tokens a second).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
