@@ -176,8 +176,8 @@ fn decode_read_patterns() {
     let x: Vec<u16> = (0..K).map(|i| 0x3c00 + (i % 13) as u16).collect();
     let mut patterns: Vec<(&str, Pattern)> = vec![
         ("plain read, 256-bit loads (the probe)", |_, w, rows| read_probe::sum_bytes(unsafe { std::slice::from_raw_parts(w as *const u8, rows * K * 2) }) as f32),
-        ("plain read, 512-bit loads", |_, w, rows| unsafe { zmm_sum(w, rows) }),
-        ("plain read, 512-bit loads + a 4-byte load of each line's second half", |_, w, rows| unsafe { zmm_sum_touch(w, rows) }),
+        ("plain read, 512-bit loads", |_, w, rows| unsafe { zmm_sum::<false>(w, rows) }),
+        ("plain read, 512-bit loads + a 4-byte load of each line's second half", |_, w, rows| unsafe { zmm_sum::<true>(w, rows) }),
         ("vdpbf16ps, rows in turn, 8 accumulators", |x, w, rows| rows_dot(x, w, rows)),
     ];
     if amx::available() {
@@ -214,32 +214,21 @@ mod read_patterns {
     /// (activations, weight rows, row count) -> a value that depends on every byte read.
     pub type Pattern = fn(*const u16, *const u16, usize) -> f32;
 
+    /// Sums `rows` rows of K with 512-bit loads. With `TOUCH`, also one scalar load 32 bytes into
+    /// every line: a line read by a single 64-byte load streams ~12% slower than one read by two
+    /// 32-byte loads (`sum_bytes`), and this extra load alone closes the gap, consistent with the L1
+    /// streaming prefetcher triggering only on a second access to a line.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn zmm_sum(w: *const u16, rows: usize) -> f32 {
-        let mut acc = [_mm512_setzero_si512(); 8];
-        let mut i = 0;
-        while i < rows * K {
-            for (a, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_add_epi64(*acc, _mm512_loadu_si512(w.add(i + 32 * a) as *const __m512i));
-            }
-            i += 256;
-        }
-        acc.iter().map(|&v| _mm512_reduce_add_epi64(v)).sum::<i64>() as f32
-    }
-
-    /// `zmm_sum` plus one scalar load 32 bytes into every line: a line read by a single 64-byte load
-    /// streams ~12% slower than one read by two 32-byte loads (`sum_bytes`), and this extra load
-    /// alone closes the gap, consistent with the L1 streaming prefetcher triggering only on a
-    /// second access to a line.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn zmm_sum_touch(w: *const u16, rows: usize) -> f32 {
+    pub unsafe fn zmm_sum<const TOUCH: bool>(w: *const u16, rows: usize) -> f32 {
         let mut acc = [_mm512_setzero_si512(); 8];
         let mut touched = 0u32;
         let mut i = 0;
         while i < rows * K {
             for (a, acc) in acc.iter_mut().enumerate() {
                 *acc = _mm512_add_epi64(*acc, _mm512_loadu_si512(w.add(i + 32 * a) as *const __m512i));
-                touched = touched.wrapping_add(std::ptr::read_volatile(w.add(i + 32 * a + 16) as *const u32));
+                if TOUCH {
+                    touched = touched.wrapping_add(std::ptr::read_volatile(w.add(i + 32 * a + 16) as *const u32));
+                }
             }
             i += 256;
         }
