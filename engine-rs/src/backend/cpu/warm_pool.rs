@@ -83,7 +83,7 @@ mod tests {
     use rayon::prelude::*;
 
     #[test]
-    fn returns_the_pass_result_and_runs_its_tasks_on_every_worker() {
+    fn returns_the_pass_result_and_its_tasks_reach_more_than_one_worker() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for _ in 0..20 {
             let sum: u64 = install_warm(&pool, || (0..100_000u64).into_par_iter().map(|i| i * 3).sum());
