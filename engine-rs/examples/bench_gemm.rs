@@ -6,6 +6,7 @@
 //! shared with other jobs that removes the time the scheduler gave to them.
 //!
 //! cargo run --release --example bench_gemm -- [--threads N] [--rounds R] [--n 1,16,64] [--hot] [--cpu-time]
+//!     [--shape M,K] [--copies C]
 use llm_engine::backend::cpu::matrix::DType;
 use llm_engine::backend::cpu::Kernels;
 use llm_engine::loader::dummy::DummyWeights;
@@ -33,6 +34,14 @@ fn main() {
         // Weights that stay in L2: the kernels' compute rate without the memory stream.
         shapes = vec![("hot 64x1024 (L2)", 64, 1024)];
     }
+    if let Some(v) = arg("--shape") {
+        let d: Vec<usize> = v.split(',').map(|x| x.parse().expect("--shape M,K")).collect();
+        assert_eq!(d.len(), 2, "--shape M,K");
+        shapes = vec![("M x K", d[0], d[1])];
+    }
+    // Several copies of each matrix (default 8) so one matmul does not find the previous one's
+    // weights in the L3; `--copies 1` with a matrix that fits the L3 measures the kernel without DRAM.
+    let copies: u64 = arg("--copies").map_or(8, |v| v.parse().expect("--copies N"));
     let fast = Kernels::detect().with_bf16_activations();
     let mut paths = vec![fast];
     if fast.amx {
@@ -42,8 +51,7 @@ fn main() {
     println!("| shape | n | {} |", paths.iter().map(|p| format!("{} ms (GB/s, GMAC/s)", p.name())).collect::<Vec<_>>().join(" | "));
     println!("|---|---:|{}", "---:|".repeat(paths.len()));
     for &(label, m, k) in &shapes {
-        // Several copies so one matmul does not find the previous one's weights in the L3.
-        let ws: Vec<_> = (0..8).map(|i| DummyWeights { seed: i, dtype: DType::BF16 }.matrix("w", m, k)).collect();
+        let ws: Vec<_> = (0..copies).map(|i| DummyWeights { seed: i, dtype: DType::BF16 }.matrix("w", m, k)).collect();
         for &n in &ns {
             let x: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0).collect();
             let mut out = vec![0.0f32; n * m];

@@ -250,8 +250,10 @@ impl Kernels {
                 }
                 if tiled < r1 - r0 {
                     let rest = &wb[tiled * k * es..];
+                    // The kernel may prefetch (never read) rows past the task's, up to the matrix's end.
+                    let readable = m - r0 - tiled;
                     // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
-                    unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, out_ptr.at(r0 + tiled), m) };
+                    unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, readable, out_ptr.at(r0 + tiled), m) };
                 }
                 return;
             }
