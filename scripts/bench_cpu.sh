@@ -8,8 +8,9 @@
 #
 # Settings (env): THREADS (2), PROMPT_LEN (512), GEN (64), DECODE_CONTEXT (32), BATCH (16), REPEATS (3),
 # MODEL_NAME (llama-3.2-1b-instruct), LLM_MODELS_DIR (../shared/models), BENCH_DIR (.cache/bench), OUR_PORT (30123), SERVER_START_TIMEOUT (600).
-# Every figure is a median: llama.cpp over REPEATS timed runs, ours over REPEATS requests (batch 1) or
-# REPEATS benchmark runs (batch BATCH).
+# REPEATS rounds, each one llama.cpp run (after its untimed warm-up) and then ours (one prefill request, one
+# batch-1 request, one BATCH-wide run), so that each ratio compares figures from the same minute. Every figure
+# is the median over the rounds, and every ratio the median of the rounds' own ratios.
 set -euo pipefail
 export MODEL_NAME
 
@@ -37,7 +38,6 @@ else DENO="$(command -v deno || true)"; fi
 
 log() { echo "[bench_cpu] $*" >&2; }
 json_field() { node -e 'const v=JSON.parse(require("fs").readFileSync(0,"utf8"));const r=process.argv[1].split(".").reduce((o,k)=>o==null?o:o[k],v);console.log(r==null?"":r)' "$1"; }
-median() { node -e 'const v=process.argv.slice(1).map(Number).filter(Number.isFinite).sort((a,b)=>a-b);if(!v.length){console.log("");process.exit()}const m=v.length>>1;console.log(v.length%2?v[m]:(v[m-1]+v[m])/2)' "$@"; }
 
 # Bytes of weights one decode step reads (bf16/f16: 2 bytes a parameter; tied embeddings read once).
 WEIGHT_BYTES="$(node -e '
@@ -56,10 +56,11 @@ BANDWIDTH="$(echo "$MEMBW_JSON" | json_field read_gb_s)"
 CEILING="$(echo "$MEMBW_JSON" | json_field decode_ceiling_tok_s)"
 SMALL_PAGES="$(echo "$MEMBW_JSON" | json_field small_pages_gb_s)"
 
-# 2. llama.cpp peer.
-LC_PREFILL="" LC_B1="" LC_BN=""
+# 2. Rounds: llama.cpp, then ours, back to back, REPEATS times. The machines' memory bandwidth moves by a
+# third from one minute to the next, so each ratio is taken within its round and the table gives the
+# median of the rounds' ratios (and of each side's figures).
+GGUF="$BENCH_DIR/$MODEL_NAME-f16-random.gguf"
 if [[ -z "${SKIP_LLAMACPP:-}" ]]; then
-  GGUF="$BENCH_DIR/$MODEL_NAME-f16-random.gguf"
   if [[ ! -s "$GGUF" ]]; then
     WRITER="$REPO/scripts/gguf_writer.ts"
     [[ -f "$WRITER" ]] || WRITER="$REPO/scripts/bench/gguf_f16.ts"
@@ -73,16 +74,9 @@ if [[ -z "${SKIP_LLAMACPP:-}" ]]; then
     (cd "$REPO/.tools/llamacpp" && { [[ -f package.json ]] || echo '{"private":true,"type":"module"}' > package.json; } &&
       npm install --no-audit --no-fund --ignore-scripts --omit=optional node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 >&2)
   fi
-  log "llama.cpp: prefill $PROMPT_LEN, decode batch 1 and $BATCH"
-  LC_JSON="$(node scripts/bench_llamacpp.mjs --model "$GGUF" --threads "$THREADS" --prompt-len "$PROMPT_LEN" \
-    --gen "$GEN" --batch "1,$BATCH" --decode-context "$DECODE_CONTEXT" --repeats "$REPEATS" --json | tail -1)"
-  echo "$LC_JSON" >> "$BENCH_DIR/llamacpp.jsonl"
-  LC_PREFILL="$(echo "$LC_JSON" | json_field prefill_tok_s)"
-  LC_B1="$(echo "$LC_JSON" | json_field decode_tok_s.1)"
-  LC_BN="$(echo "$LC_JSON" | json_field "decode_tok_s.$BATCH")"
 fi
 
-# 3. Our engine, through its HTTP server.
+# Our engine, through its HTTP server (idle while llama.cpp runs: no pass, no busy worker).
 SERVER_PID=""
 # Stops the server we started (if any) and waits for it, so what runs next has the machine to itself.
 cleanup() {
@@ -103,33 +97,40 @@ if [[ -z "$BASE_URL" ]]; then
     sleep 1
   done
 fi
-OUR_PREFILL="" OUR_B1="" OUR_BN=""
-if curl -sf "$BASE_URL/health" > /dev/null 2>&1; then
-  # Prints the run's JSONL record ({"completed":0} when it failed) and keeps it in ours.jsonl.
-  bench() {
-    local record="$BENCH_DIR/last_run.jsonl"
-    rm -f "$record"
-    "$DENO" run -A scripts/bench_serving.ts --base-url "$BASE_URL" --backend sglang --tokenizer "$MODEL_DIR" \
-      --dataset-name random --random-range-ratio 1 --output-file "$record" "$@" >&2 || true
-    if [[ -s "$record" ]]; then cat "$record" >> "$BENCH_DIR/ours.jsonl"; tail -1 "$record"; else echo '{"completed":0}'; fi
-  }
-  log "ours: prefill $PROMPT_LEN (TTFT of 1-token requests)"
-  REC="$(bench --max-concurrency 1 --num-prompts "$REPEATS" --random-input-len "$PROMPT_LEN" --random-output-len 1)"
-  OUR_PREFILL="$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed?process.argv[2]/(r.median_ttft_ms/1000):"")' "$REC" "$PROMPT_LEN")"
-  log "ours: decode batch 1"
-  REC="$(bench --max-concurrency 1 --num-prompts "$REPEATS" --random-input-len "$DECODE_CONTEXT" --random-output-len "$GEN")"
-  OUR_B1="$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed?1000/r.median_itl_ms:"")' "$REC")"
-  log "ours: decode batch $BATCH"
-  RATES=()
-  for ((i = 0; i < REPEATS; i++)); do
-    REC="$(bench --max-concurrency "$BATCH" --num-prompts "$BATCH" --seed "$((i + 1))" --random-input-len "$DECODE_CONTEXT" --random-output-len "$GEN")"
+SERVING=""
+curl -sf "$BASE_URL/health" > /dev/null 2>&1 && SERVING=1 || log "our server is not answering at $BASE_URL; its column stays empty"
+# Prints the run's JSONL record ({"completed":0} when it failed) and keeps it in ours.jsonl.
+bench() {
+  local record="$BENCH_DIR/last_run.jsonl"
+  rm -f "$record"
+  "$DENO" run -A scripts/bench_serving.ts --base-url "$BASE_URL" --backend sglang --tokenizer "$MODEL_DIR" \
+    --dataset-name random --random-range-ratio 1 --output-file "$record" "$@" >&2 || true
+  if [[ -s "$record" ]]; then cat "$record" >> "$BENCH_DIR/ours.jsonl"; tail -1 "$record"; else echo '{"completed":0}'; fi
+}
+LC_PREFILLS=() LC_B1S=() LC_BNS=() OUR_PREFILLS=() OUR_B1S=() OUR_BNS=()
+for ((round = 1; round <= REPEATS; round++)); do
+  if [[ -z "${SKIP_LLAMACPP:-}" ]]; then
+    log "round $round/$REPEATS, llama.cpp: prefill $PROMPT_LEN, decode batch 1 and $BATCH"
+    LC_JSON="$(node scripts/bench_llamacpp.mjs --model "$GGUF" --threads "$THREADS" --prompt-len "$PROMPT_LEN" \
+      --gen "$GEN" --batch "1,$BATCH" --decode-context "$DECODE_CONTEXT" --repeats 1 --json | tail -1)"
+    echo "$LC_JSON" >> "$BENCH_DIR/llamacpp.jsonl"
+    LC_PREFILLS+=("$(echo "$LC_JSON" | json_field prefill_tok_s)")
+    LC_B1S+=("$(echo "$LC_JSON" | json_field decode_tok_s.1)")
+    LC_BNS+=("$(echo "$LC_JSON" | json_field "decode_tok_s.$BATCH")")
+  fi
+  if [[ -n "$SERVING" ]]; then
+    log "round $round/$REPEATS, ours: prefill $PROMPT_LEN (TTFT of a 1-token request), decode batch 1 and $BATCH"
+    REC="$(bench --max-concurrency 1 --num-prompts 1 --seed "$round" --random-input-len "$PROMPT_LEN" --random-output-len 1)"
+    OUR_PREFILLS+=("$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed?process.argv[2]/(r.median_ttft_ms/1000):"")' "$REC" "$PROMPT_LEN")")
+    REC="$(bench --max-concurrency 1 --num-prompts 1 --seed "$round" --random-input-len "$DECODE_CONTEXT" --random-output-len "$GEN")"
+    OUR_B1S+=("$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed?1000/r.median_itl_ms:"")' "$REC")")
+    REC="$(bench --max-concurrency "$BATCH" --num-prompts "$BATCH" --seed "$round" --random-input-len "$DECODE_CONTEXT" --random-output-len "$GEN")"
     # Steady-state decode: every ITL gap is one step producing a token for each running sequence.
-    RATES+=("$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed===+process.argv[2]?process.argv[2]*1000/r.median_itl_ms:"")' "$REC" "$BATCH")")
-  done
-  OUR_BN="$(median "${RATES[@]}")"
-else
-  log "our server is not answering at $BASE_URL; its column stays empty"
-fi
+    OUR_BNS+=("$(node -e 'const r=JSON.parse(process.argv[1]);console.log(r.completed===+process.argv[2]?process.argv[2]*1000/r.median_itl_ms:"")' "$REC" "$BATCH")")
+  fi
+done
+# One comma-separated list per figure (a round per entry, empty where it failed) for the table.
+csv() { local IFS=,; echo "$*"; }
 
 # 4. Our engine alone (bench_one_batch, after the server is gone): the batch-1 step against the time to read
 # that step's own weights once, read right after each step (same pages, same minute: the fresh probe
@@ -144,28 +145,43 @@ STEP_MS="$(echo "$ENGINE_JSON" | json_field batch1_step_ms)"
 READ_MS="$(echo "$ENGINE_JSON" | json_field weights_read_ms)"
 READ_GBS="$(echo "$ENGINE_JSON" | json_field weights_read_gb_s)"
 
-# 5. One table.
+# 5. One table: medians over the rounds; the ratio columns are medians of the rounds' own ratios.
 node - "$BANDWIDTH" "$CEILING" "$WEIGHT_BYTES" "$BATCH" "$PROMPT_LEN" "$THREADS" \
-  "$LC_PREFILL" "$LC_B1" "$LC_BN" "$OUR_PREFILL" "$OUR_B1" "$OUR_BN" "$SMALL_PAGES" "$STEP_MS" "$READ_MS" "$READ_GBS" <<'JS'
+  "$(csv "${LC_PREFILLS[@]}")" "$(csv "${LC_B1S[@]}")" "$(csv "${LC_BNS[@]}")" \
+  "$(csv "${OUR_PREFILLS[@]}")" "$(csv "${OUR_B1S[@]}")" "$(csv "${OUR_BNS[@]}")" "$SMALL_PAGES" "$STEP_MS" "$READ_MS" "$READ_GBS" <<'JS'
 const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN, small, stepMs, readMs, readGbs] = process.argv.slice(2);
 const num = (s) => (s === "" || s === undefined ? null : Number(s));
+const list = (s) => (s ?? "").split(",").map((v) => (v === "" ? null : Number(v)));
+const median = (vs) => {
+  const v = vs.filter((x) => x !== null && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
 const cell = (v) => (v === null ? "n/a" : v.toFixed(2));
-const ratio = (a, b) => (a === null || b === null || b === 0 ? "n/a" : (a / b).toFixed(2) + "x");
+const x = (v) => (v === null ? "n/a" : v.toFixed(2) + "x");
+// Ratio of two same-round lists, round by round (null where either side is missing).
+const perRound = (a, b) => a.map((v, i) => (v === null || b[i] === null || b[i] === undefined || b[i] === 0 ? null : v / b[i]));
 console.log(`\nCPU benchmark: ${process.env.MODEL_NAME ?? "llama-3.2-1b-instruct"} shape, ${threads} threads, weights ${(bytes / 1e9).toFixed(3)} GB (16-bit)`);
 console.log(`memory read bandwidth ${Number(bw).toFixed(2)} GB/s (best of 2 MiB and 4 KiB pages; 4 KiB pages alone ` +
   `${Number(small).toFixed(2)} GB/s, ceiling ${(Number(small) * 1e9 / bytes).toFixed(2)}) -> decode ceiling ${Number(ceiling).toFixed(2)} tok/s at batch 1`);
+const [lcPs, lc1s, lcNs, ourPs, our1s, ourNs] = [lcP, lc1, lcN, ourP, our1, ourN].map(list);
 const rows = [
-  [`prefill ${promptLen} (tok/s)`, num(lcP), num(ourP), null],
-  ["decode batch 1 (tok/s)", num(lc1), num(our1), num(ceiling)],
-  [`decode batch ${batch} (tok/s)`, num(lcN), num(ourN), null],
+  [`prefill ${promptLen} (tok/s)`, lcPs, ourPs, null],
+  ["decode batch 1 (tok/s)", lc1s, our1s, num(ceiling)],
+  [`decode batch ${batch} (tok/s)`, lcNs, ourNs, null],
 ];
 const line = (cols) => cols.map((c, i) => (i === 0 ? c.padEnd(26) : c.padStart(12))).join(" ");
 console.log(line(["", "llama.cpp", "ours", "ours/llama", "ours/ceiling"]));
 for (const [name, lc, ours, ceil] of rows) {
-  console.log(line([name, cell(lc), cell(ours), ratio(ours, lc), ceil === null ? "" : ratio(ours, ceil)]));
+  const ourMedian = median(ours);
+  console.log(line([name, cell(median(lc)), cell(ourMedian), x(median(perRound(ours, lc))), ceil === null ? "" : x(ourMedian === null ? null : ourMedian / ceil)]));
 }
+console.log(`ours, batch ${batch} over batch 1: ${x(median(perRound(ourNs, our1s)))} (median of the rounds' ratios)`);
+console.log("per round (llama.cpp / ours): " + our1s.map((_, i) =>
+  `${i + 1}: prefill ${cell(lcPs[i] ?? null)} / ${cell(ourPs[i])}, b1 ${cell(lc1s[i] ?? null)} / ${cell(our1s[i])}, b${batch} ${cell(lcNs[i] ?? null)} / ${cell(ourNs[i])}`).join("; "));
 if (num(stepMs) !== null && num(readMs) !== null) {
   console.log(`engine only, batch 1: step ${Number(stepMs).toFixed(1)} ms; reading the step's own weights once ` +
-    `${Number(readMs).toFixed(1)} ms (${Number(readGbs).toFixed(2)} GB/s) -> step at ${ratio(num(readMs), num(stepMs))} of that ceiling`);
+    `${Number(readMs).toFixed(1)} ms (${Number(readGbs).toFixed(2)} GB/s) -> step at ${x(num(readMs) / num(stepMs))} of that ceiling`);
 }
 JS
