@@ -10,6 +10,12 @@ use std::arch::x86_64::*;
 const PREFETCH_TILES_AHEAD: usize = 2;
 const PREFETCH_LINES_PER_STEP: usize = 4;
 
+/// Tokens whose activations a sweep over the task's tiles keeps in L2 (24 x k bf16: 96 KiB at
+/// k = 2048, 384 KiB at k = 8192); a prefill sweeps the task once per block of this many tokens.
+/// A decode batch of up to 24 is one block. Prefill 512 on Zen 4: 191-197 tok/s against 176-188
+/// with all tokens in one block (each tile then streamed all 512 tokens' activations from L3).
+const TOKEN_BLOCK: usize = 24;
+
 /// A byte range of weights to bring into L2 while a tile computes, walked sequentially.
 struct Prefetch {
     next: usize,
@@ -152,10 +158,11 @@ macro_rules! token_tiles {
 }
 
 /// out[t*ldo + r] = dot(x[t], w[r]) for t < n, r < nrows; x is n x k bf16, w nrows x k bf16.
-/// For several tokens, each 4-row tile runs all its token groups (4 x 6 accumulators + 4 weight
-/// registers fit the 32 zmm registers) while its rows are in L1/L2, and prefetches the tile
-/// PREFETCH_TILES_AHEAD tiles on as one sequential stream, as far as `readable_rows` (the rows of
-/// the matrix from `w` on, which may go past this task's `nrows`).
+/// For several tokens, block by block of TOKEN_BLOCK tokens, each 4-row tile runs all the block's
+/// token groups (4 x 6 accumulators + 4 weight registers fit the 32 zmm registers) while its rows
+/// are in L1/L2, and prefetches the tile PREFETCH_TILES_AHEAD tiles on as one sequential stream,
+/// as far as `readable_rows` (the rows of the matrix from `w` on, which may go past this task's
+/// `nrows`).
 /// Safety: the CPU has avx512f/bw/vl and avx512bf16; the pointers cover those extents.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows: usize, readable_rows: usize, out: *mut f32, ldo: usize) {
@@ -170,26 +177,31 @@ pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows:
     }
     // A 4-row tile is 4*k contiguous elements: the prefetch stream is the whole tile ahead.
     let readable_end = w as usize + readable_rows.max(nrows) * k * 2;
-    let mut r = 0;
-    while r + 4 <= nrows {
-        let next = w as usize + (r + 4 * PREFETCH_TILES_AHEAD) * k * 2;
-        let mut prefetch = Prefetch { next, end: (next + 4 * k * 2).min(readable_end) };
-        let mut t = 0;
-        while t < n {
-            let tn = (n - t).min(6);
-            token_tiles!(4, tn, x.add(t * k), k, w.add(r * k), out.add(t * ldo + r), ldo, &mut prefetch);
-            t += tn;
+    let mut t0 = 0;
+    while t0 < n {
+        let t1 = (t0 + TOKEN_BLOCK).min(n);
+        let mut r = 0;
+        while r + 4 <= nrows {
+            let next = w as usize + (r + 4 * PREFETCH_TILES_AHEAD) * k * 2;
+            let mut prefetch = Prefetch { next, end: (next + 4 * k * 2).min(readable_end) };
+            let mut t = t0;
+            while t < t1 {
+                let tn = (t1 - t).min(6);
+                token_tiles!(4, tn, x.add(t * k), k, w.add(r * k), out.add(t * ldo + r), ldo, &mut prefetch);
+                t += tn;
+            }
+            r += 4;
         }
-        r += 4;
-    }
-    while r < nrows {
-        let mut t = 0;
-        while t < n {
-            let tn = (n - t).min(6);
-            token_tiles!(1, tn, x.add(t * k), k, w.add(r * k), out.add(t * ldo + r), ldo, &mut Prefetch::none());
-            t += tn;
+        while r < nrows {
+            let mut t = t0;
+            while t < t1 {
+                let tn = (t1 - t).min(6);
+                token_tiles!(1, tn, x.add(t * k), k, w.add(r * k), out.add(t * ldo + r), ldo, &mut Prefetch::none());
+                t += tn;
+            }
+            r += 1;
         }
-        r += 1;
+        t0 = t1;
     }
 }
 
