@@ -119,7 +119,7 @@ unsafe fn tile<const R: usize, const T: usize>(x: *const u16, k: usize, w: *cons
 /// depend on whether its tile had 1 or 4 rows (batch invariance).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn sum(a: __m512) -> f32 {
+pub(super) unsafe fn sum(a: __m512) -> f32 {
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
     let h = _mm256_add_ps(_mm512_castps512_ps256(a), hi);
     let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
@@ -132,7 +132,7 @@ unsafe fn sum(a: __m512) -> f32 {
 /// per-tile reductions were ~10% of a 4 x 6 tile's time.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn sum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
+pub(super) unsafe fn sum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
     // 256-bit halves: ab = [a.lo + a.hi | b.lo + b.hi], 128-bit lanes l0 l1 of each.
     let ab = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b));
     let cd = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(c, d), _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d));
@@ -202,39 +202,5 @@ pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows:
             r += 1;
         }
         t0 = t1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `sum4` must give each of its four accumulators exactly `sum`'s bits, or a row's logits would
-    /// depend on the tile it fell in. Values spread over 40 binary orders of magnitude, so that a
-    /// different pairing of the additions shows up as different rounding.
-    #[test]
-    fn sum4_adds_in_the_same_order_as_sum() {
-        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")) {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for _ in 0..20_000 {
-            let v: Vec<f32> = (0..64).map(|_| ((next() % 2_000_001) as f32 - 1e6) * 2f32.powi((next() % 40) as i32 - 20)).collect();
-            // Safety: the CPU has the features (checked above); v holds 4 x 16 floats.
-            unsafe {
-                let a: [__m512; 4] = std::array::from_fn(|r| _mm512_loadu_ps(v.as_ptr().add(16 * r)));
-                let four: [f32; 4] = std::mem::transmute(sum4(a[0], a[1], a[2], a[3]));
-                for r in 0..4 {
-                    assert_eq!(four[r].to_bits(), sum(a[r]).to_bits(), "row {r} of {:?}", &v[16 * r..16 * r + 16]);
-                }
-            }
-        }
     }
 }

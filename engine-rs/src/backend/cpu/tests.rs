@@ -450,3 +450,29 @@ fn silu_mul_matches_the_formula() {
         assert!((x - want).abs() <= 2e-6 * want.abs().max(1e-30) + 1e-30, "silu({g}) * {u}: {x} vs {want}");
     }
 }
+
+/// `sum4` must give each of its four accumulators exactly `sum`'s bits, or a row's logits would
+/// depend on the 4-row tile or single row it fell in. Values spread over 40 binary orders of
+/// magnitude, so that a different pairing of the additions shows up as different rounding.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn vdpbf16ps_sum4_adds_in_the_same_order_as_sum() {
+    use std::arch::x86_64::*;
+    if !Kernels::detect().with_bf16_activations().bf16_dot {
+        eprintln!("no AVX512_BF16 on this CPU: nothing to check");
+        return;
+    }
+    for seed in 0..20_000u64 {
+        let mantissas = pseudo_random(64, 2 * seed);
+        let exponents = pseudo_random(64, 2 * seed + 1);
+        let v: Vec<f32> = mantissas.iter().zip(&exponents).map(|(m, e)| m * 2f32.powi((e * 20.0) as i32)).collect();
+        // Safety: the CPU has AVX512_BF16 (checked above); v holds 4 x 16 floats.
+        unsafe {
+            let a: [__m512; 4] = std::array::from_fn(|r| _mm512_loadu_ps(v.as_ptr().add(16 * r)));
+            let four: [f32; 4] = std::mem::transmute(avx512_bf16::sum4(a[0], a[1], a[2], a[3]));
+            for r in 0..4 {
+                assert_eq!(four[r].to_bits(), avx512_bf16::sum(a[r]).to_bits(), "row {r} of {:?}", &v[16 * r..16 * r + 16]);
+            }
+        }
+    }
+}
