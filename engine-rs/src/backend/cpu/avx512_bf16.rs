@@ -144,17 +144,24 @@ pub(super) unsafe fn sum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 
     _mm512_castps512_ps128(_mm512_permutexvar_ps(first_of_each_lane, z))
 }
 
-macro_rules! token_tiles {
-    ($r:literal, $tn:expr, $x:expr, $k:expr, $w:expr, $o:expr, $ldo:expr, $pf:expr) => {
-        match $tn {
-            6 => tile::<$r, 6>($x, $k, $w, $o, $ldo, $pf),
-            5 => tile::<$r, 5>($x, $k, $w, $o, $ldo, $pf),
-            4 => tile::<$r, 4>($x, $k, $w, $o, $ldo, $pf),
-            3 => tile::<$r, 3>($x, $k, $w, $o, $ldo, $pf),
-            2 => tile::<$r, 2>($x, $k, $w, $o, $ldo, $pf),
-            _ => tile::<$r, 1>($x, $k, $w, $o, $ldo, $pf),
+/// Tokens t0..t1 against the R rows at `w` (outputs at column `o`), in groups of up to 6 tokens:
+/// one `tile` call per group, the groups sharing one prefetch stream.
+macro_rules! token_groups {
+    ($r:literal, $t0:expr, $t1:expr, $x:expr, $k:expr, $w:expr, $o:expr, $ldo:expr, $pf:expr) => {{
+        let mut t = $t0;
+        while t < $t1 {
+            let (xt, ot) = ($x.add(t * $k), $o.add(t * $ldo));
+            match ($t1 - t).min(6) {
+                6 => tile::<$r, 6>(xt, $k, $w, ot, $ldo, $pf),
+                5 => tile::<$r, 5>(xt, $k, $w, ot, $ldo, $pf),
+                4 => tile::<$r, 4>(xt, $k, $w, ot, $ldo, $pf),
+                3 => tile::<$r, 3>(xt, $k, $w, ot, $ldo, $pf),
+                2 => tile::<$r, 2>(xt, $k, $w, ot, $ldo, $pf),
+                _ => tile::<$r, 1>(xt, $k, $w, ot, $ldo, $pf),
+            }
+            t += 6;
         }
-    };
+    }};
 }
 
 /// out[t*ldo + r] = dot(x[t], w[r]) for t < n, r < nrows; x is n x k bf16, w nrows x k bf16.
@@ -184,21 +191,11 @@ pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows:
         while r + 4 <= nrows {
             let next = w as usize + (r + 4 * PREFETCH_TILES_AHEAD) * k * 2;
             let mut prefetch = Prefetch { next, end: (next + 4 * k * 2).min(readable_end) };
-            let mut t = t0;
-            while t < t1 {
-                let tn = (t1 - t).min(6);
-                token_tiles!(4, tn, x.add(t * k), k, w.add(r * k), out.add(t * ldo + r), ldo, &mut prefetch);
-                t += tn;
-            }
+            token_groups!(4, t0, t1, x, k, w.add(r * k), out.add(r), ldo, &mut prefetch);
             r += 4;
         }
         while r < nrows {
-            let mut t = t0;
-            while t < t1 {
-                let tn = (t1 - t).min(6);
-                token_tiles!(1, tn, x.add(t * k), k, w.add(r * k), out.add(t * ldo + r), ldo, &mut Prefetch::none());
-                t += tn;
-            }
+            token_groups!(1, t0, t1, x, k, w.add(r * k), out.add(r), ldo, &mut Prefetch::none());
             r += 1;
         }
         t0 = t1;
