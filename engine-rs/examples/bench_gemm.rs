@@ -1,6 +1,7 @@
 //! bf16 GEMM kernels head to head on the Llama-3.2-1B projection shapes: for each n (tokens) and
 //! shape, the bf16-activation paths this CPU has (AMX tiles, vdpbf16ps) run in turn, several
-//! rounds, and the median time per matmul is printed with weight GB/s and GMAC/s.
+//! rounds, and the median time per matmul is printed with weight GB/s and GMAC/s, next to a plain read
+//! of the same matrices by as many threads in the same rounds (the memory's rate of that minute).
 //!
 //! With `--cpu-time` (one thread) the time is the thread's CPU time, not wall time: on a machine
 //! shared with other jobs that removes the time the scheduler gave to them.
@@ -8,8 +9,9 @@
 //! cargo run --release --example bench_gemm -- [--threads N] [--rounds R] [--n 1,16,64] [--hot] [--cpu-time]
 //!     [--shape M,K] [--copies C]
 use llm_engine::backend::cpu::matrix::DType;
-use llm_engine::backend::cpu::Kernels;
+use llm_engine::backend::cpu::{read_probe, Kernels};
 use llm_engine::loader::dummy::DummyWeights;
+use rayon::prelude::*;
 use std::time::Instant;
 
 fn thread_cpu_seconds() -> f64 {
@@ -48,15 +50,17 @@ fn main() {
         paths.push(fast.without_amx());
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    println!("| shape | n | {} |", paths.iter().map(|p| format!("{} ms (GB/s, GMAC/s)", p.name())).collect::<Vec<_>>().join(" | "));
-    println!("|---|---:|{}", "---:|".repeat(paths.len()));
+    println!("| shape | n | {} | plain read ms (GB/s) |", paths.iter().map(|p| format!("{} ms (GB/s, GMAC/s)", p.name())).collect::<Vec<_>>().join(" | "));
+    println!("|---|---:|{}---:|", "---:|".repeat(paths.len()));
     for &(label, m, k) in &shapes {
         let ws: Vec<_> = (0..copies).map(|i| DummyWeights { seed: i, dtype: DType::BF16 }.matrix("w", m, k)).collect();
         for &n in &ns {
             let x: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0).collect();
             let mut out = vec![0.0f32; n * m];
             let reps = if m * k < 1 << 20 { 2000 / n.max(1) } else { (64 / n).clamp(4, 16) };
-            let mut times = vec![Vec::new(); paths.len()];
+            // The last column: the same copies read with plain loads by as many threads, in the same
+            // rounds, so a memory-bound matmul's rate can be put against the memory's rate of the minute.
+            let mut times = vec![Vec::new(); paths.len() + 1];
             pool.install(|| {
                 for round in 0..=rounds {
                     for (pi, p) in paths.iter().enumerate() {
@@ -67,6 +71,15 @@ fn main() {
                         if round > 0 {
                             times[pi].push((clock() - t) / reps as f64);
                         }
+                    }
+                    let t = clock();
+                    for i in 0..reps {
+                        let bytes = ws[i % ws.len()].bytes();
+                        let share = bytes.len().div_ceil(threads).next_multiple_of(64);
+                        std::hint::black_box(bytes.par_chunks(share).map(read_probe::sum_bytes).reduce(|| 0, u64::wrapping_add));
+                    }
+                    if round > 0 {
+                        times[paths.len()].push((clock() - t) / reps as f64);
                     }
                 }
             });

@@ -5,10 +5,14 @@
 use std::arch::x86_64::*;
 
 /// How far ahead of the 4-row tile being multiplied the batched kernel prefetches weights, in
-/// tiles, and how many cache lines it asks for per 32-wide k step (4 lines a step bring a whole
-/// 4-row tile in during the first token group of the tile before it).
+/// tiles, and how many cache lines it asks for per 32-wide k step. A 4-row tile is 4 lines a k
+/// step, so a tile with one token group needs 4 lines a step to bring the next one in; with two or
+/// more groups, 2 lines a step spread the same lines over the first two groups. On Zen 4 that
+/// beat 4 lines a step (the whole next tile during the first group) by 7-20% at 12-24 tokens,
+/// from DRAM (docs/cpu-kernels.md).
 const PREFETCH_TILES_AHEAD: usize = 2;
-const PREFETCH_LINES_PER_STEP: usize = 4;
+const PREFETCH_LINES_PER_STEP_ONE_GROUP: usize = 4;
+const PREFETCH_LINES_PER_STEP: usize = 2;
 
 /// Tokens whose activations a sweep over the task's tiles keeps in L2 (24 x k bf16: 96 KiB at
 /// k = 2048, 384 KiB at k = 8192); a prefill sweeps the task once per block of this many tokens.
@@ -16,15 +20,19 @@ const PREFETCH_LINES_PER_STEP: usize = 4;
 /// with all tokens in one block (each tile then streamed all 512 tokens' activations from L3).
 const TOKEN_BLOCK: usize = 24;
 
+/// Tokens one register tile covers (4 rows x 6 tokens of accumulators, see `gemm_rows`).
+const TOKEN_GROUP: usize = 6;
+
 /// A byte range of weights to bring into L2 while a tile computes, walked sequentially.
 struct Prefetch {
     next: usize,
     end: usize,
+    lines_per_step: usize,
 }
 
 impl Prefetch {
     fn none() -> Prefetch {
-        Prefetch { next: 0, end: 0 }
+        Prefetch { next: 0, end: 0, lines_per_step: 0 }
     }
 
     /// Issues the next few lines' prefetches. `prefetcht1` (L2), not `t0`: on Zen 4, lines pulled
@@ -33,11 +41,11 @@ impl Prefetch {
     #[inline(always)]
     unsafe fn step(&mut self) {
         if self.next < self.end {
-            for j in 0..PREFETCH_LINES_PER_STEP {
+            for j in 0..self.lines_per_step {
                 // Prefetches never fault, so lines past the range's end are harmless.
                 _mm_prefetch::<_MM_HINT_T1>((self.next + 64 * j) as *const i8);
             }
-            self.next += 64 * PREFETCH_LINES_PER_STEP;
+            self.next += 64 * self.lines_per_step;
         }
     }
 }
@@ -151,7 +159,7 @@ macro_rules! token_groups {
         let mut t = $t0;
         while t < $t1 {
             let (xt, ot) = ($x.add(t * $k), $o.add(t * $ldo));
-            match ($t1 - t).min(6) {
+            match ($t1 - t).min(TOKEN_GROUP) {
                 6 => tile::<$r, 6>(xt, $k, $w, ot, $ldo, $pf),
                 5 => tile::<$r, 5>(xt, $k, $w, ot, $ldo, $pf),
                 4 => tile::<$r, 4>(xt, $k, $w, ot, $ldo, $pf),
@@ -159,7 +167,7 @@ macro_rules! token_groups {
                 2 => tile::<$r, 2>(xt, $k, $w, ot, $ldo, $pf),
                 _ => tile::<$r, 1>(xt, $k, $w, ot, $ldo, $pf),
             }
-            t += 6;
+            t += TOKEN_GROUP;
         }
     }};
 }
@@ -187,10 +195,11 @@ pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows:
     let mut t0 = 0;
     while t0 < n {
         let t1 = (t0 + TOKEN_BLOCK).min(n);
+        let lines_per_step = if t1 - t0 <= TOKEN_GROUP { PREFETCH_LINES_PER_STEP_ONE_GROUP } else { PREFETCH_LINES_PER_STEP };
         let mut r = 0;
         while r + 4 <= nrows {
             let next = w as usize + (r + 4 * PREFETCH_TILES_AHEAD) * k * 2;
-            let mut prefetch = Prefetch { next, end: (next + 4 * k * 2).min(readable_end) };
+            let mut prefetch = Prefetch { next, end: (next + 4 * k * 2).min(readable_end), lines_per_step };
             token_groups!(4, t0, t1, x, k, w.add(r * k), out.add(r), ldo, &mut prefetch);
             r += 4;
         }
