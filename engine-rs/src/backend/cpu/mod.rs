@@ -98,6 +98,37 @@ const NORM_TASK_ROWS: usize = 16;
 /// Weight bytes one task keeps hot while it sweeps the tokens (fits in L2 with room for activations).
 const TASK_WEIGHT_BYTES: usize = 256 * 1024;
 
+/// One cache line of u16s: a Vec of them is 64-byte aligned.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u16; 32]);
+
+/// A 64-byte aligned u16 buffer. The bf16 activations are read 64 bytes at a time against every
+/// weight row; from a plain Vec (16-byte aligned) each such load straddled two cache lines, and a
+/// batch-1 down_proj (k = 8192, whose activations do not stay in L1) read its weights at 38.6-42.4
+/// GB/s against 41.8-46.5 aligned (Zen 4, probe ~63 GB/s).
+struct CacheLines {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl CacheLines {
+    fn zeroed(len: usize) -> CacheLines {
+        CacheLines { lines: vec![Line([0; 32]); len.div_ceil(32)], len }
+    }
+
+    fn as_slice(&self) -> &[u16] {
+        // Safety: Line is 32 u16s with no padding (size 64 = align 64), so the lines are one run
+        // of u16s, of which the first len are ours.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u16, self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u16] {
+        // Safety: as in as_slice.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u16, self.len) }
+    }
+}
+
 /// Whether this CPU has `vdpbf16ps` (AVX512_BF16) next to the AVX-512 base set.
 pub fn has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -210,15 +241,15 @@ impl Kernels {
         }
         let es = dtype.size();
         #[cfg(target_arch = "x86_64")]
-        let x_bf16: Option<Vec<u16>> = (self.bf16_dot && dtype == DType::BF16).then(|| {
-            let mut v = vec![0u16; n * k];
+        let x_bf16: Option<CacheLines> = (self.bf16_dot && dtype == DType::BF16).then(|| {
+            let mut v = CacheLines::zeroed(n * k);
             // Safety: bf16_dot is only set where the CPU has AVX512_BF16.
-            unsafe { avx512_bf16::to_bf16(&x[..n * k], &mut v) };
+            unsafe { avx512_bf16::to_bf16(&x[..n * k], v.as_mut_slice()) };
             v
         });
         #[cfg(target_arch = "x86_64")]
         let packed: Option<amx::Packed> = match &x_bf16 {
-            Some(xb) if self.amx && k % amx::KSTEP == 0 && ws.iter().any(|w| w.rows >= amx::TILE) => Some(amx::Packed::new(xb, n, k)),
+            Some(xb) if self.amx && k % amx::KSTEP == 0 && ws.iter().any(|w| w.rows >= amx::TILE) => Some(amx::Packed::new(xb.as_slice(), n, k)),
             _ => None,
         };
         #[cfg(not(target_arch = "x86_64"))]
@@ -253,7 +284,7 @@ impl Kernels {
                     // The kernel may prefetch (never read) rows past the task's, up to the matrix's end.
                     let readable = m - r0 - tiled;
                     // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
-                    unsafe { avx512_bf16::gemm_rows(xb.as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, readable, out_ptr.at(r0 + tiled), m) };
+                    unsafe { avx512_bf16::gemm_rows(xb.as_slice().as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, readable, out_ptr.at(r0 + tiled), m) };
                 }
                 return;
             }
