@@ -11,7 +11,6 @@
 use llm_engine::backend::cpu::matrix::DType;
 use llm_engine::backend::cpu::{read_probe, Kernels};
 use llm_engine::loader::dummy::DummyWeights;
-use rayon::prelude::*;
 use std::time::Instant;
 
 fn thread_cpu_seconds() -> f64 {
@@ -74,9 +73,7 @@ fn main() {
                     }
                     let t = clock();
                     for i in 0..reps {
-                        let bytes = ws[i % ws.len()].bytes();
-                        let share = bytes.len().div_ceil(threads).next_multiple_of(64);
-                        std::hint::black_box(bytes.par_chunks(share).map(read_probe::sum_bytes).reduce(|| 0, u64::wrapping_add));
+                        std::hint::black_box(read_probe::read_on_pool(&[ws[i % ws.len()].bytes()], threads));
                     }
                     if round > 0 {
                         times[paths.len()].push((clock() - t) / reps as f64);

@@ -81,6 +81,18 @@ pub fn read_once(regions: &[&[u8]], threads: usize) -> (f64, u64) {
     (start.elapsed().as_secs_f64(), sum)
 }
 
+/// The wrapping sum of one read of `regions` by the current rayon pool, `parts` equal contiguous
+/// shares as in `read_once`, without spawning threads (a read of a few MiB is over in ~0.1 ms, the
+/// time two thread spawns take): for benchmarks that set a kernel on the pool against a plain read.
+pub fn read_on_pool(regions: &[&[u8]], parts: usize) -> u64 {
+    use rayon::prelude::*;
+    let parts = parts.max(1);
+    (0..parts)
+        .into_par_iter()
+        .map(|p| share(regions, p, parts).iter().fold(0u64, |a, r| a.wrapping_add(sum_bytes(r))))
+        .reduce(|| 0, u64::wrapping_add)
+}
+
 /// Best read rate (GB/s) of `passes` reads of `regions` by `threads` threads: the slower passes
 /// measure interference from the rest of the machine, not the memory system.
 pub fn best_read_gbs(regions: &[&[u8]], threads: usize, passes: usize) -> f64 {
@@ -116,13 +128,14 @@ mod tests {
     }
 
     #[test]
-    fn read_once_sums_every_word() {
+    fn reads_sum_every_word() {
         let a: Vec<u64> = (0..4096u64).map(|i| i * 0x9E37_79B9).collect();
         let b: Vec<u64> = (0..1000u64).map(|i| i ^ 0xABCD).collect();
         let regions = [words_as_bytes(&a), words_as_bytes(&b[8..])];
         let expected = a.iter().chain(&b[8..]).fold(0u64, |s, &w| s.wrapping_add(w));
         for threads in 1..6 {
             assert_eq!(read_once(&regions, threads).1, expected, "{threads} threads");
+            assert_eq!(read_on_pool(&regions, threads), expected, "{threads} parts on the pool");
         }
     }
 
