@@ -100,11 +100,6 @@ fn read_bandwidth_gbs(threads: usize) -> f64 {
     read_probe::best_read_gbs(&[buf.bytes()], threads, 3)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn argmax(row: &[f32]) -> u32 {
     row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32
 }
@@ -165,7 +160,7 @@ fn main() {
     };
     let (_, first) = prefill_once(&mut kv);
     let prefill_runs = if args.input_len >= 256 { 2 } else { 3 };
-    let prefill_secs = median((0..prefill_runs).map(|_| prefill_once(&mut kv).0).collect());
+    let prefill_secs = read_probe::median(&(0..prefill_runs).map(|_| prefill_once(&mut kv).0).collect::<Vec<_>>());
 
     println!();
     println!("| batch | prefill latency (s) | prefill tok/s | decode median latency (ms) | decode tok/s | vs ceiling | vs weights read |");
@@ -207,12 +202,12 @@ fn main() {
                 *n = argmax(&logits[s * c.vocab_size..(s + 1) * c.vocab_size]);
             }
         }
-        let per_step = median(steps);
+        let per_step = read_probe::median(&steps);
         if b == 1 {
             batch1_step = Some(per_step);
         }
         if !reads.is_empty() {
-            weights_read = Some(median(reads));
+            weights_read = Some(read_probe::median(&reads));
         }
         let tok_s = b as f64 / per_step;
         let (pl, pt) = if first_row {

@@ -106,6 +106,34 @@ pub fn best_read_gbs(regions: &[&[u8]], threads: usize, passes: usize) -> f64 {
     best
 }
 
+/// The rate (GB/s) of every pass of reading `regions` by `threads` threads, passes repeated until
+/// at least `passes` are done and `seconds` have gone by. On the 2-core VM this project was measured
+/// on (2026-12-04) the memory reads either ~35 GB/s or ~55-65 GB/s, switching every few seconds:
+/// the best pass of a short probe says whether it hit a fast spell, the median of a probe of some
+/// seconds which speed dominated them.
+pub fn read_rates_gbs(regions: &[&[u8]], threads: usize, passes: usize, seconds: f64) -> Vec<f64> {
+    let bytes: usize = regions.iter().map(|r| r.len()).sum();
+    let start = Instant::now();
+    let mut rates = Vec::new();
+    while rates.len() < passes.max(1) || start.elapsed().as_secs_f64() < seconds {
+        let (seconds, sum) = read_once(regions, threads);
+        std::hint::black_box(sum);
+        rates.push(bytes as f64 / seconds / 1e9);
+    }
+    rates
+}
+
+/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +165,24 @@ mod tests {
             assert_eq!(read_once(&regions, threads).1, expected, "{threads} threads");
             assert_eq!(read_on_pool(&regions, threads), expected, "{threads} parts on the pool");
         }
+    }
+
+    #[test]
+    fn rates_cover_the_passes_and_the_time_asked_for() {
+        let a = vec![7u64; 1 << 16];
+        let regions = [words_as_bytes(&a)];
+        assert_eq!(read_rates_gbs(&regions, 2, 5, 0.0).len(), 5);
+        let start = Instant::now();
+        let rates = read_rates_gbs(&regions, 2, 1, 0.05);
+        assert!(start.elapsed().as_secs_f64() >= 0.05 && rates.len() > 1, "{} passes", rates.len());
+        assert!(rates.iter().all(|r| r.is_finite() && *r > 0.0));
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 
     #[test]
