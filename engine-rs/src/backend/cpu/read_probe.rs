@@ -65,6 +65,11 @@ fn share<'a>(regions: &[&'a [u8]], part: usize, parts: usize) -> Vec<&'a [u8]> {
     out
 }
 
+/// The wrapping sum of the words of every piece (one thread's share).
+fn sum_all(pieces: &[&[u8]]) -> u64 {
+    pieces.iter().fold(0u64, |a, p| a.wrapping_add(sum_bytes(p)))
+}
+
 /// One read of every byte of `regions` by `threads` threads, each streaming its equal contiguous
 /// share. Returns the seconds it took and the wrapping sum of the words read.
 pub fn read_once(regions: &[&[u8]], threads: usize) -> (f64, u64) {
@@ -74,7 +79,7 @@ pub fn read_once(regions: &[&[u8]], threads: usize) -> (f64, u64) {
     let sum = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .iter()
-            .map(|parts| s.spawn(move || parts.iter().fold(0u64, |a, p| a.wrapping_add(sum_bytes(p)))))
+            .map(|parts| s.spawn(move || sum_all(parts)))
             .collect();
         handles.into_iter().fold(0u64, |a, h| a.wrapping_add(h.join().expect("read probe thread")))
     });
@@ -89,21 +94,14 @@ pub fn read_on_pool(regions: &[&[u8]], parts: usize) -> u64 {
     let parts = parts.max(1);
     (0..parts)
         .into_par_iter()
-        .map(|p| share(regions, p, parts).iter().fold(0u64, |a, r| a.wrapping_add(sum_bytes(r))))
+        .map(|p| sum_all(&share(regions, p, parts)))
         .reduce(|| 0, u64::wrapping_add)
 }
 
-/// Best read rate (GB/s) of `passes` reads of `regions` by `threads` threads: the slower passes
-/// measure interference from the rest of the machine, not the memory system.
+/// Best read rate (GB/s) of `passes` reads of `regions` by `threads` threads: what the memory gives
+/// at its best moment (see `read_rates_gbs` for why that is not always its usual rate).
 pub fn best_read_gbs(regions: &[&[u8]], threads: usize, passes: usize) -> f64 {
-    let bytes: usize = regions.iter().map(|r| r.len()).sum();
-    let mut best = 0f64;
-    for _ in 0..passes.max(1) {
-        let (seconds, sum) = read_once(regions, threads);
-        std::hint::black_box(sum);
-        best = best.max(bytes as f64 / seconds / 1e9);
-    }
-    best
+    read_rates_gbs(regions, threads, passes, 0.0).into_iter().fold(0f64, f64::max)
 }
 
 /// The rate (GB/s) of every pass of reading `regions` by `threads` threads, passes repeated until
@@ -116,9 +114,9 @@ pub fn read_rates_gbs(regions: &[&[u8]], threads: usize, passes: usize, seconds:
     let start = Instant::now();
     let mut rates = Vec::new();
     while rates.len() < passes.max(1) || start.elapsed().as_secs_f64() < seconds {
-        let (seconds, sum) = read_once(regions, threads);
+        let (pass_seconds, sum) = read_once(regions, threads);
         std::hint::black_box(sum);
-        rates.push(bytes as f64 / seconds / 1e9);
+        rates.push(bytes as f64 / pass_seconds / 1e9);
     }
     rates
 }
