@@ -12,7 +12,9 @@
 # batch-1 request, one BATCH-wide run), so that each ratio compares figures from the same minute. Every figure
 # is the median over the rounds, and every ratio the median of the rounds' own ratios. The decode ceiling is
 # given twice: from the best pass of the bandwidth probe, and from its median pass over 10 s a page kind
-# (probed before and after the rounds).
+# (probed before and after the rounds). Decode tok/s is batch x 1000 / the median inter-token latency on both
+# sides (bench_serving's median ITL for ours, the gaps between a sequence's tokens for llama.cpp); llama.cpp's
+# wall-time rate is printed beside it.
 set -euo pipefail
 export MODEL_NAME
 
@@ -114,7 +116,7 @@ bench() {
     --dataset-name random --random-range-ratio 1 --output-file "$record" "$@" >&2 || true
   if [[ -s "$record" ]]; then cat "$record" >> "$BENCH_DIR/ours.jsonl"; tail -1 "$record"; else echo '{"completed":0}'; fi
 }
-LC_PREFILLS=() LC_B1S=() LC_BNS=() OUR_PREFILLS=() OUR_B1S=() OUR_BNS=()
+LC_PREFILLS=() LC_B1S=() LC_BNS=() LC_B1_WALLS=() LC_BN_WALLS=() OUR_PREFILLS=() OUR_B1S=() OUR_BNS=()
 for ((round = 1; round <= REPEATS; round++)); do
   if [[ -z "${SKIP_LLAMACPP:-}" ]]; then
     log "round $round/$REPEATS, llama.cpp: prefill $PROMPT_LEN, decode batch 1 and $BATCH"
@@ -122,8 +124,12 @@ for ((round = 1; round <= REPEATS; round++)); do
       --gen "$GEN" --batch "1,$BATCH" --decode-context "$DECODE_CONTEXT" --repeats 1 --json | tail -1)"
     echo "$LC_JSON" >> "$BENCH_DIR/llamacpp.jsonl"
     LC_PREFILLS+=("$(echo "$LC_JSON" | json_field prefill_tok_s)")
-    LC_B1S+=("$(echo "$LC_JSON" | json_field decode_tok_s.1)")
-    LC_BNS+=("$(echo "$LC_JSON" | json_field "decode_tok_s.$BATCH")")
+    # Decode from the median inter-token latency, the statistic ours is given (bench_serving's median
+    # ITL); the wall-time rate (tokens / seconds) is kept beside it.
+    LC_B1S+=("$(echo "$LC_JSON" | json_field decode_itl_tok_s.1)")
+    LC_BNS+=("$(echo "$LC_JSON" | json_field "decode_itl_tok_s.$BATCH")")
+    LC_B1_WALLS+=("$(echo "$LC_JSON" | json_field decode_tok_s.1)")
+    LC_BN_WALLS+=("$(echo "$LC_JSON" | json_field "decode_tok_s.$BATCH")")
   fi
   if [[ -n "$SERVING" ]]; then
     log "round $round/$REPEATS, ours: prefill $PROMPT_LEN (TTFT of a 1-token request), decode batch 1 and $BATCH"
@@ -159,8 +165,8 @@ MEDIAN_BW_END="$(probe | json_field median_gb_s)"
 node - "$BANDWIDTH" "$CEILING" "$WEIGHT_BYTES" "$BATCH" "$PROMPT_LEN" "$THREADS" \
   "$(csv "${LC_PREFILLS[@]}")" "$(csv "${LC_B1S[@]}")" "$(csv "${LC_BNS[@]}")" \
   "$(csv "${OUR_PREFILLS[@]}")" "$(csv "${OUR_B1S[@]}")" "$(csv "${OUR_BNS[@]}")" "$SMALL_PAGES" "$STEP_MS" "$READ_MS" "$READ_GBS" \
-  "$MEDIAN_BW_START" "$MEDIAN_BW_END" <<'JS'
-const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN, small, stepMs, readMs, readGbs, medStart, medEnd] = process.argv.slice(2);
+  "$MEDIAN_BW_START" "$MEDIAN_BW_END" "$(csv "${LC_B1_WALLS[@]}")" "$(csv "${LC_BN_WALLS[@]}")" <<'JS'
+const [bw, ceiling, bytes, batch, promptLen, threads, lcP, lc1, lcN, ourP, our1, ourN, small, stepMs, readMs, readGbs, medStart, medEnd, lc1Wall, lcNWall] = process.argv.slice(2);
 const num = (s) => (s === "" || s === undefined ? null : Number(s));
 const list = (s) => (s ?? "").split(",").map((v) => (v === "" ? null : Number(v)));
 const median = (vs) => {
@@ -194,6 +200,12 @@ const ceilingOf = (gbs) => ((Number(gbs) * 1e9) / bytes).toFixed(2);
 console.log(`median-pass read (10 s a page kind) before / after the rounds: ${Number(medStart).toFixed(2)} / ` +
   `${Number(medEnd).toFixed(2)} GB/s -> decode ceiling ${ceilingOf(medStart)} / ${ceilingOf(medEnd)} tok/s at batch 1`);
 console.log(`ours, batch ${batch} over batch 1: ${x(median(perRound(ourNs, our1s)))} (median of the rounds' ratios)`);
+// Decode above is 1000 / median ITL on both sides; llama.cpp's wall-time rate (tokens / seconds of the
+// whole run) also counts the tokens of fast memory spells, which the median leaves out.
+const [lc1Walls, lcNWalls] = [lc1Wall, lcNWall].map(list);
+console.log(`llama.cpp decode from wall time (tokens / run seconds): batch 1 ${cell(median(lc1Walls))} tok/s ` +
+  `(ours/llama ${x(median(perRound(our1s, lc1Walls)))}), batch ${batch} ${cell(median(lcNWalls))} tok/s ` +
+  `(ours/llama ${x(median(perRound(ourNs, lcNWalls)))})`);
 console.log("per round (llama.cpp / ours): " + our1s.map((_, i) =>
   `${i + 1}: prefill ${cell(lcPs[i] ?? null)} / ${cell(ourPs[i])}, b1 ${cell(lc1s[i] ?? null)} / ${cell(our1s[i])}, b${batch} ${cell(lcNs[i] ?? null)} / ${cell(ourNs[i])}`).join("; "));
 if (num(stepMs) !== null && num(readMs) !== null) {

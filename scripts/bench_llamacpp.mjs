@@ -9,7 +9,9 @@
 //   decode:  `--batch` sequences of one context (node-llama-cpp puts every sequence's next token into the
 //            same llama_decode call, i.e. llama.cpp's batched decoding); each sequence is first filled
 //            with `--decode-context` prompt tokens (not timed), then `--gen` steps are timed;
-//            tok/s = batch * gen / wall time.
+//            tok/s = batch * gen / wall time, and (`decode_itl_tok_s`) batch * 1000 / the median gap in ms
+//            between a sequence's consecutive tokens: the statistic bench_serving gives our server (median
+//            ITL), so the two sides compare like for like when some tokens run faster than most.
 // Each figure is the median of `--repeats` runs after one untimed warm-up.
 //
 // node-llama-cpp is expected in .tools/llamacpp (see docs/benchmarks.md for the offline install), or
@@ -128,12 +130,19 @@ async function measurePrefill(model, args, vocabLimit) {
   }
 }
 
-async function generate(sequence, firstToken, count) {
+/** Generates `count` tokens on `sequence`, pushing the time of each token's arrival onto `times`. */
+async function generate(sequence, firstToken, count, times) {
   let produced = 0;
   for await (const _token of sequence.evaluate([firstToken], { yieldEogToken: true })) {
+    times.push(performance.now());
     if (++produced >= count) break;
   }
   return produced;
+}
+
+/** The gaps (ms) between each sequence's consecutive tokens: its inter-token latencies, as bench_serving's ITL. */
+function interTokenGaps(timesBySequence) {
+  return timesBySequence.flatMap((times) => times.slice(1).map((t, i) => t - times[i]));
 }
 
 /**
@@ -169,6 +178,7 @@ async function measureDecode(model, args, batch, vocabLimit) {
   try {
     const sequences = Array.from({ length: batch }, () => context.getSequence());
     const rates = [];
+    const itlRates = [];
     for (let run = 0; run <= args.repeats; run++) {
       await Promise.all(sequences.map((s) => s.clearHistory()));
       await Promise.all(sequences.map((s, i) =>
@@ -176,16 +186,21 @@ async function measureDecode(model, args, batch, vocabLimit) {
           randomTokens(args.decodeContext, vocabLimit, args.seed * 1000 + run * batch + i),
         )
       ));
+      const times = sequences.map(() => []);
       const start = performance.now();
-      const produced = await Promise.all(sequences.map((s, i) => generate(s, FIRST_ID + ((i * 7919) % (vocabLimit - FIRST_ID)), args.gen)));
+      const produced = await Promise.all(sequences.map((s, i) => generate(s, FIRST_ID + ((i * 7919) % (vocabLimit - FIRST_ID)), args.gen, times[i])));
       const seconds = (performance.now() - start) / 1000;
       const total = produced.reduce((a, b) => a + b, 0);
       if (total !== batch * args.gen) {
         throw new Error(`decode produced ${total} tokens, expected ${batch * args.gen}`);
       }
-      if (run > 0) rates.push(total / seconds);
+      if (run > 0) {
+        rates.push(total / seconds);
+        // Every gap is one decode step giving each of the `batch` sequences a token.
+        itlRates.push(batch * 1000 / median(interTokenGaps(times)));
+      }
     }
-    return { tokS: median(rates), runs: rates };
+    return { tokS: median(rates), runs: rates, itlTokS: median(itlRates) };
   } finally {
     await context.dispose();
   }
@@ -220,6 +235,7 @@ async function main() {
     repeats: args.repeats,
     prefill_tok_s: null,
     decode_tok_s: {},
+    decode_itl_tok_s: {},
   };
   if (!args.skipPrefill) {
     const prefill = await measurePrefill(model, args, vocabLimit);
@@ -230,7 +246,8 @@ async function main() {
   for (const batch of args.batches) {
     const decode = await measureDecode(model, args, batch, vocabLimit);
     result.decode_tok_s[batch] = decode.tokS;
-    if (!args.json) console.log(`decode batch ${batch}: ${decode.tokS.toFixed(2)} tok/s`);
+    result.decode_itl_tok_s[batch] = decode.itlTokS;
+    if (!args.json) console.log(`decode batch ${batch}: ${decode.tokS.toFixed(2)} tok/s (${decode.itlTokS.toFixed(2)} from the median inter-token latency)`);
   }
   await model.dispose();
   await llama.dispose();

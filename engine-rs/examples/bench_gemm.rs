@@ -9,7 +9,7 @@
 //! cargo run --release --example bench_gemm -- [--threads N] [--rounds R] [--n 1,16,64] [--hot] [--cpu-time]
 //!     [--shape M,K] [--copies C]
 use llm_engine::backend::cpu::matrix::DType;
-use llm_engine::backend::cpu::{read_probe, Kernels};
+use llm_engine::backend::cpu::{panels, read_probe, Kernels};
 use llm_engine::loader::dummy::DummyWeights;
 use std::time::Instant;
 
@@ -44,15 +44,23 @@ fn main() {
     // weights in the L3; `--copies 1` with a matrix that fits the L3 measures the kernel without DRAM.
     let copies: u64 = arg("--copies").map_or(8, |v| v.parse().expect("--copies N"));
     let fast = Kernels::detect().with_bf16_activations();
-    let mut paths = vec![fast];
+    // (kernels, weights panelled): the vdpbf16ps kernels also on the panelled copies of matrices
+    // wide enough to be panelled (`backend::cpu::panels`), in the same rounds.
+    let mut paths = vec![(fast, false)];
     if fast.amx {
-        paths.push(fast.without_amx());
+        paths.push((fast.without_amx(), false));
     }
+    if fast.bf16_dot && shapes.iter().any(|&(_, _, k)| panels::wanted(DType::BF16, k)) {
+        paths.push((fast.without_amx(), true));
+    }
+    let name = |&(p, panelled): &(Kernels, bool)| if panelled { format!("{} panelled", p.name()) } else { p.name().to_string() };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    println!("| shape | n | {} | plain read ms (GB/s) |", paths.iter().map(|p| format!("{} ms (GB/s, GMAC/s)", p.name())).collect::<Vec<_>>().join(" | "));
+    println!("| shape | n | {} | plain read ms (GB/s) |", paths.iter().map(|p| format!("{} ms (GB/s, GMAC/s)", name(p))).collect::<Vec<_>>().join(" | "));
     println!("|---|---:|{}---:|", "---:|".repeat(paths.len()));
     for &(label, m, k) in &shapes {
         let ws: Vec<_> = (0..copies).map(|i| DummyWeights { seed: i, dtype: DType::BF16 }.matrix("w", m, k)).collect();
+        // Narrow matrices are never panelled: that column repeats the row-major one.
+        let panelled_ws: Vec<_> = if panels::wanted(DType::BF16, k) { ws.iter().map(|w| w.panelled()).collect() } else { Vec::new() };
         for &n in &ns {
             let x: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0).collect();
             let mut out = vec![0.0f32; n * m];
@@ -62,10 +70,11 @@ fn main() {
             let mut times = vec![Vec::new(); paths.len() + 1];
             pool.install(|| {
                 for round in 0..=rounds {
-                    for (pi, p) in paths.iter().enumerate() {
+                    for (pi, &(p, panelled)) in paths.iter().enumerate() {
+                        let matrices = if panelled && !panelled_ws.is_empty() { &panelled_ws } else { &ws };
                         let t = clock();
                         for i in 0..reps {
-                            p.matmul(&x, n, &ws[i % ws.len()], &mut out);
+                            p.matmul(&x, n, &matrices[i % matrices.len()], &mut out);
                         }
                         if round > 0 {
                             times[pi].push((clock() - t) / reps as f64);

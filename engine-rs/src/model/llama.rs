@@ -37,6 +37,27 @@ impl Layer {
     pub fn projections(&self) -> [&Weight; 7] {
         [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj, &self.gate_proj, &self.up_proj, &self.down_proj]
     }
+
+    /// This layer with its wide bf16 projections (down_proj in Llama 3) in the panelled layout
+    /// the `vdpbf16ps` kernels read faster (`backend::cpu::panels`); the others as they were.
+    fn panelled(self) -> Layer {
+        Layer {
+            q_proj: self.q_proj.panelled(),
+            k_proj: self.k_proj.panelled(),
+            v_proj: self.v_proj.panelled(),
+            o_proj: self.o_proj.panelled(),
+            gate_proj: self.gate_proj.panelled(),
+            up_proj: self.up_proj.panelled(),
+            down_proj: self.down_proj.panelled(),
+            ..self
+        }
+    }
+}
+
+/// Whether a model on `kernels` panels its wide bf16 projections: only the `vdpbf16ps` kernels
+/// read that layout (not AMX, not the f32 paths); `LLM_CPU_PANELS=0` keeps them row-major (A/B runs).
+fn panels_wanted(kernels: &Kernels) -> bool {
+    kernels.bf16_dot && !kernels.amx && std::env::var("LLM_CPU_PANELS").map_or(true, |v| v != "0")
 }
 
 /// Every weight of the model, built by a loader (safetensors/dummy in `Llama::new`, GGUF in loader/gguf.rs).
@@ -110,6 +131,7 @@ impl Llama {
     /// Builds the model from weights a loader already checked against `config`.
     pub fn from_weights(config: ModelConfig, weights: LlamaWeights, rope: Rope, kernels: Kernels) -> Llama {
         let LlamaWeights { embed_tokens, lm_head, final_norm, layers } = weights;
+        let layers: Vec<Layer> = if panels_wanted(&kernels) { layers.into_iter().map(Layer::panelled).collect() } else { layers };
         let mut weight_bytes = embed_tokens.size_bytes() + lm_head.as_ref().map_or(0, |h| h.size_bytes());
         weight_bytes += final_norm.len() * 4;
         for l in &layers {

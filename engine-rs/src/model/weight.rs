@@ -3,6 +3,7 @@
 //! The model only needs "multiply", "read one row" and "how big"; this is that seam.
 
 use crate::backend::cpu::matrix::Matrix;
+use crate::backend::cpu::panels;
 use crate::backend::cpu::Kernels;
 use crate::gguf::QMatrix;
 
@@ -49,6 +50,15 @@ impl Weight {
                     w.matmul(kernels, x, n, out);
                 }
             }
+        }
+    }
+
+    /// This weight in the panelled layout (`backend::cpu::panels`) when it is a dense matrix wide
+    /// enough to gain from it, otherwise unchanged. For the `vdpbf16ps` kernels only.
+    pub fn panelled(self) -> Weight {
+        match self {
+            Weight::Dense(m) if panels::wanted(m.dtype, m.cols) && !m.is_panelled() => Weight::Dense(m.panelled()),
+            other => other,
         }
     }
 

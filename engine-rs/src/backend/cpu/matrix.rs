@@ -1,7 +1,9 @@
 //! A weight matrix in its stored dtype, either borrowed from a memory-mapped checkpoint or owned
-//! (dummy weights, dtype conversions). Rows are contiguous; `cols` elements per row.
+//! (dummy weights, dtype conversions). Rows are contiguous, `cols` elements per row, except in a
+//! panelled matrix (`panels`: an owned copy the `vdpbf16ps` kernels read faster).
 
 use super::huge::HugeBuffer;
+use super::panels;
 use memmap2::Mmap;
 use std::sync::Arc;
 
@@ -42,12 +44,14 @@ pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     storage: Storage,
+    /// The bytes are in the panelled layout (`panels`), not row-major.
+    panelled: bool,
 }
 
 impl Matrix {
     /// `storage` must hold exactly rows * cols * dtype.size() bytes (checked).
     pub fn new(dtype: DType, rows: usize, cols: usize, storage: Storage) -> Result<Matrix, String> {
-        let m = Matrix { dtype, rows, cols, storage };
+        let m = Matrix { dtype, rows, cols, storage, panelled: false };
         let want = rows
             .checked_mul(cols)
             .and_then(|n| n.checked_mul(dtype.size()))
@@ -61,7 +65,7 @@ impl Matrix {
     pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Matrix {
         assert_eq!(values.len(), rows * cols);
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Matrix { dtype: DType::F32, rows, cols, storage: Storage::Owned(bytes) }
+        Matrix { dtype: DType::F32, rows, cols, storage: Storage::Owned(bytes), panelled: false }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -72,20 +76,65 @@ impl Matrix {
         }
     }
 
-    pub fn row_bytes(&self, row: usize) -> &[u8] {
-        let stride = self.cols * self.dtype.size();
-        &self.bytes()[row * stride..(row + 1) * stride]
+    /// Whether the bytes are in the panelled layout (`panels`) rather than row-major.
+    pub fn is_panelled(&self) -> bool {
+        self.panelled
+    }
+
+    /// Row `row`'s bytes as one or more pieces (one per panel in a panelled matrix), in column order.
+    fn row_pieces(&self, row: usize) -> Vec<&[u8]> {
+        let size = self.dtype.size();
+        if self.panelled {
+            return panels::row_pieces(self.bytes(), self.rows, self.cols, size, row).collect();
+        }
+        let stride = self.cols * size;
+        vec![&self.bytes()[row * stride..(row + 1) * stride]]
     }
 
     /// Writes row `row` as f32 into `out` (`cols` long); exact for every stored dtype.
     pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
-        bytes_to_f32(self.dtype, self.row_bytes(row), out);
+        let mut at = 0;
+        for piece in self.row_pieces(row) {
+            let len = piece.len() / self.dtype.size();
+            bytes_to_f32(self.dtype, piece, &mut out[at..at + len]);
+            at += len;
+        }
     }
 
     pub fn to_f32_vec(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
-        bytes_to_f32(self.dtype, self.bytes(), &mut out);
+        if self.cols > 0 {
+            for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+                self.row_to_f32(r, row);
+            }
+        }
         out
+    }
+
+    /// A copy in the panelled layout on huge pages (`panels`), for the `vdpbf16ps` kernels; the
+    /// same numbers, row for row.
+    pub fn panelled(&self) -> Matrix {
+        if self.panelled {
+            return self.row_major_copy().panelled();
+        }
+        let mut buffer = HugeBuffer::zeroed(self.size_bytes()).unwrap_or_else(|e| panic!("panelled copy: {e}"));
+        panels::pack(self.bytes(), self.rows, self.cols, self.dtype.size(), buffer.bytes_mut());
+        Matrix { dtype: self.dtype, rows: self.rows, cols: self.cols, storage: Storage::Huge(buffer), panelled: true }
+    }
+
+    /// A row-major copy on huge pages (of a panelled matrix: its rows put back in order).
+    fn row_major_copy(&self) -> Matrix {
+        let size = self.dtype.size();
+        let mut buffer = HugeBuffer::zeroed(self.size_bytes()).unwrap_or_else(|e| panic!("row-major copy: {e}"));
+        let stride = self.cols * size;
+        for (r, dst) in buffer.bytes_mut().chunks_exact_mut(stride.max(1)).enumerate().take(self.rows) {
+            let mut at = 0;
+            for piece in self.row_pieces(r) {
+                dst[at..at + piece.len()].copy_from_slice(piece);
+                at += piece.len();
+            }
+        }
+        Matrix { dtype: self.dtype, rows: self.rows, cols: self.cols, storage: Storage::Huge(buffer), panelled: false }
     }
 
     /// A bf16 copy (round to nearest even) on huge pages; bf16 input is returned as a copy.
@@ -99,7 +148,7 @@ impl Matrix {
                 *o = half::bf16::from_f32(v).to_bits();
             }
         }
-        Matrix { dtype: DType::BF16, rows: self.rows, cols: self.cols, storage: Storage::Huge(buffer) }
+        Matrix { dtype: DType::BF16, rows: self.rows, cols: self.cols, storage: Storage::Huge(buffer), panelled: false }
     }
 
     pub fn size_bytes(&self) -> usize {
@@ -109,6 +158,9 @@ impl Matrix {
     /// Rows `rows` (a tensor-parallel shard): mapped bytes are borrowed, others copied.
     pub fn slice_rows(&self, rows: std::ops::Range<usize>) -> Matrix {
         assert!(rows.end <= self.rows);
+        if self.panelled {
+            return self.row_major_copy().slice_rows(rows);
+        }
         let stride = self.cols * self.dtype.size();
         let storage = match &self.storage {
             Storage::Mapped { map, offset, .. } => {
@@ -116,19 +168,22 @@ impl Matrix {
             }
             _ => Storage::Huge(huge_copy(&self.bytes()[rows.start * stride..rows.end * stride])),
         };
-        Matrix { dtype: self.dtype, rows: rows.len(), cols: self.cols, storage }
+        Matrix { dtype: self.dtype, rows: rows.len(), cols: self.cols, storage, panelled: false }
     }
 
     /// Columns `cols` of every row, copied into a matrix of their own (a row-parallel shard).
     pub fn slice_cols(&self, cols: std::ops::Range<usize>) -> Matrix {
         assert!(cols.end <= self.cols);
+        if self.panelled {
+            return self.row_major_copy().slice_cols(cols);
+        }
         let size = self.dtype.size();
         let mut buffer = HugeBuffer::zeroed(self.rows * cols.len() * size).unwrap_or_else(|e| panic!("weight shard: {e}"));
         let width = cols.len() * size;
         for (r, dst) in buffer.bytes_mut().chunks_exact_mut(width.max(1)).enumerate().take(self.rows) {
-            dst.copy_from_slice(&self.row_bytes(r)[cols.start * size..cols.end * size]);
+            dst.copy_from_slice(&self.row_pieces(r)[0][cols.start * size..cols.end * size]);
         }
-        Matrix { dtype: self.dtype, rows: self.rows, cols: cols.len(), storage: Storage::Huge(buffer) }
+        Matrix { dtype: self.dtype, rows: self.rows, cols: cols.len(), storage: Storage::Huge(buffer), panelled: false }
     }
 }
 

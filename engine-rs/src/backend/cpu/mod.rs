@@ -5,6 +5,7 @@
 
 pub mod huge;
 pub mod matrix;
+pub mod panels;
 pub mod read_probe;
 pub mod warm_pool;
 pub mod scalar;
@@ -256,7 +257,14 @@ impl Kernels {
         let packed: Option<()> = None;
         // AMX tasks hold whole pairs of 16-row tiles; the vdpbf16ps tiles go 4 rows at a time.
         // The split depends on m, k and the pool size only, never on n (batch invariance).
-        let align = if packed.is_some() { 2 * 16 } else { 4 };
+        let panelled = ws.iter().any(|w| w.is_panelled());
+        // Panelled matrices are made only for the vdpbf16ps kernels (`Llama::from_weights`).
+        #[cfg(target_arch = "x86_64")]
+        assert!(!panelled || (x_bf16.is_some() && packed.is_none()), "matmul: a panelled matrix needs the vdpbf16ps kernels");
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(!panelled, "matmul: a panelled matrix needs the vdpbf16ps kernels");
+        // Panelled matrices split at their blocks (each task one or more whole blocks).
+        let align = if packed.is_some() { 2 * 16 } else if panelled { panels::BLOCK_ROWS } else { 4 };
         let threads = rayon::current_num_threads().max(1);
         let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
         for (i, w) in ws.iter().enumerate() {
@@ -284,7 +292,7 @@ impl Kernels {
                     // The kernel may prefetch (never read) rows past the task's, up to the matrix's end.
                     let readable = m - r0 - tiled;
                     // Safety: as below; the CPU has AVX512_BF16 (bf16_dot) and wb holds bf16 rows.
-                    unsafe { avx512_bf16::gemm_rows(xb.as_slice().as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, readable, out_ptr.at(r0 + tiled), m) };
+                    unsafe { avx512_bf16::gemm_rows(xb.as_slice().as_ptr(), n, k, rest.as_ptr() as *const u16, r1 - r0 - tiled, readable, w.is_panelled(), out_ptr.at(r0 + tiled), m) };
                 }
                 return;
             }

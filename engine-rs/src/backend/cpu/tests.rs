@@ -359,6 +359,45 @@ fn bf16_tile_rows_do_not_depend_on_the_batch() {
     }
 }
 
+/// A panelled matrix (`panels`) gives the row-major matrix's numbers bit for bit on vdpbf16ps, alone
+/// and in every batch: one 16-row block and 2 panels; a short last block (37 = 16 + 16 + 5 rows)
+/// and a last panel with a masked tail (100 columns); 3 full panels; rows past several pool tasks.
+#[test]
+fn panelled_matrices_match_row_major_bit_for_bit() {
+    let paths: Vec<Kernels> = bf16_paths().into_iter().filter(|p| !p.amx).collect();
+    assert!(!has_avx512_bf16() || !paths.is_empty(), "a CPU with AVX512_BF16 must give the vdpbf16ps path");
+    if paths.is_empty() {
+        eprintln!("no AVX512_BF16 on this CPU: panelled matrices are never made here (Llama::from_weights)");
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    for (m, k) in [(16, 2 * panels::PANEL_COLS), (37, 2 * panels::PANEL_COLS + 100), (20, 3 * panels::PANEL_COLS), (300, 8192)] {
+        let w = matrix_of(DType::BF16, m, k, &pseudo_random(m * k, (m + k) as u64));
+        let wp = w.panelled();
+        assert!(wp.is_panelled() && !w.is_panelled());
+        let mut row = vec![0.0f32; k];
+        let mut want_row = vec![0.0f32; k];
+        for r in [0, m / 2, m - 1] {
+            wp.row_to_f32(r, &mut row);
+            w.row_to_f32(r, &mut want_row);
+            assert_eq!(row, want_row, "row {r} read back from m={m} k={k}");
+        }
+        assert_eq!(wp.slice_cols(100..k - 7).to_f32_vec(), w.slice_cols(100..k - 7).to_f32_vec());
+        assert_eq!(wp.slice_rows(3..m).to_f32_vec(), w.slice_rows(3..m).to_f32_vec());
+        for p in &paths {
+            for n in [1, 2, 6, 7, 16, 25] {
+                let x = pseudo_random(n * k, 70 + n as u64);
+                let (mut want, mut got) = (vec![0.0f32; n * m], vec![f32::NAN; n * m]);
+                pool.install(|| {
+                    p.matmul(&x, n, &w, &mut want);
+                    p.matmul(&x, n, &wp, &mut got);
+                });
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} m={m} k={k} n={n}: panelled differs from row-major", p.name());
+            }
+        }
+    }
+}
+
 #[test]
 fn fused_matmul_equals_separate_matmuls_bit_for_bit() {
     // q/k/v-like shapes (one k, different m) and a mismatched k that must fall back to one by one.
