@@ -147,12 +147,22 @@ unsafe fn attend_heads_d<const D: usize>(
     let row = |j: usize| slots[j] as usize * stride + offset;
     // Consecutive positions rarely sit in neighbouring slots (page size 1, many sequences allocating
     // in turn), so the hardware prefetcher cannot follow a sequence's rows: ask for every line of them
-    // ahead, and for the V rows already during the K pass so the V pass finds them in cache.
+    // ahead, and for the V rows already during the K pass so the V pass finds them in cache: in L2
+    // there (`prefetch_l2`), as a long sequence's K and V rows together overflow L1 and the early V
+    // rows were evicted before the V pass reached them, and into L1 AHEAD positions ahead in the V pass.
     let prefetch = |table: *const f32, j: usize| {
         if j < n {
             let start = table.wrapping_add(row(j)) as *const i8;
             for line in (0..width * 4).step_by(64) {
                 _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line));
+            }
+        }
+    };
+    let prefetch_l2 = |table: *const f32, j: usize| {
+        if j < n {
+            let start = table.wrapping_add(row(j)) as *const i8;
+            for line in (0..width * 4).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(line));
             }
         }
     };
@@ -168,7 +178,7 @@ unsafe fn attend_heads_d<const D: usize>(
             if c == 0 {
                 for p in 0..D {
                     prefetch(k, j0 + AHEAD + p);
-                    prefetch(v, j0 + p);
+                    prefetch_l2(v, j0 + p);
                 }
             }
             for g in 0..group {
@@ -233,6 +243,9 @@ unsafe fn attend_heads_d<const D: usize>(
                     }
                 }
                 for p in 0..(n - b).min(16) {
+                    if c == 0 && g0 == 0 {
+                        prefetch(v, b + p + AHEAD);
+                    }
                     let vr = _mm512_maskz_loadu_ps(lanes, v.add(row(b + p) + c * 16));
                     // Lanes of head kk take probability p of that head: index kk*16 + p.
                     let idx = _mm512_add_epi32(
