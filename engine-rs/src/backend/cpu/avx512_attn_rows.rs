@@ -148,24 +148,21 @@ unsafe fn attend_heads_d<const D: usize>(
     // Consecutive positions rarely sit in neighbouring slots (page size 1, many sequences allocating
     // in turn), so the hardware prefetcher cannot follow a sequence's rows: ask for every line of them
     // ahead, and for the V rows already during the K pass so the V pass finds them in cache: in L2
-    // there (`prefetch_l2`), as a long sequence's K and V rows together overflow L1 and the early V
-    // rows were evicted before the V pass reached them, and into L1 AHEAD positions ahead in the V pass.
-    let prefetch = |table: *const f32, j: usize| {
+    // there (`to_l2`), as a long sequence's K and V rows together overflow L1 and the early V rows
+    // were evicted before the V pass reached them, and into L1 AHEAD positions ahead in the V pass.
+    let prefetch_to = |table: *const f32, j: usize, to_l2: bool| {
         if j < n {
             let start = table.wrapping_add(row(j)) as *const i8;
             for line in (0..width * 4).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line));
+                if to_l2 {
+                    _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(line));
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line));
+                }
             }
         }
     };
-    let prefetch_l2 = |table: *const f32, j: usize| {
-        if j < n {
-            let start = table.wrapping_add(row(j)) as *const i8;
-            for line in (0..width * 4).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(line));
-            }
-        }
-    };
+    let prefetch = |table: *const f32, j: usize| prefetch_to(table, j, false);
     for j in 0..AHEAD.min(n) {
         prefetch(k, j);
     }
@@ -178,7 +175,7 @@ unsafe fn attend_heads_d<const D: usize>(
             if c == 0 {
                 for p in 0..D {
                     prefetch(k, j0 + AHEAD + p);
-                    prefetch_l2(v, j0 + p);
+                    prefetch_to(v, j0 + p, true);
                 }
             }
             for g in 0..group {

@@ -15,6 +15,15 @@ const PREFETCH_TILES_AHEAD: usize = 2;
 const PREFETCH_LINES_PER_STEP_ONE_GROUP: usize = 4;
 const PREFETCH_LINES_PER_STEP: usize = 2;
 
+/// Lines a k step for a tile over `tokens` tokens (one token group, or more).
+fn prefetch_lines_per_step(tokens: usize) -> usize {
+    if tokens <= TOKEN_GROUP {
+        PREFETCH_LINES_PER_STEP_ONE_GROUP
+    } else {
+        PREFETCH_LINES_PER_STEP
+    }
+}
+
 /// Tokens whose activations a sweep over the task's tiles keeps in L2 (24 x k bf16: 96 KiB at
 /// k = 2048, 384 KiB at k = 8192); a prefill sweeps the task once per block of this many tokens.
 /// A decode batch of up to 24 is one block. Prefill 512 on Zen 4: 191-197 tok/s against 176-188
@@ -258,7 +267,7 @@ pub unsafe fn gemm_rows(x: *const u16, n: usize, k: usize, w: *const u16, nrows:
     let mut t0 = 0;
     while t0 < n {
         let t1 = (t0 + TOKEN_BLOCK).min(n);
-        let lines_per_step = if t1 - t0 <= TOKEN_GROUP { PREFETCH_LINES_PER_STEP_ONE_GROUP } else { PREFETCH_LINES_PER_STEP };
+        let lines_per_step = prefetch_lines_per_step(t1 - t0);
         let mut r = 0;
         while r + 4 <= nrows {
             let next = w as usize + (r + 4 * PREFETCH_TILES_AHEAD) * k * 2;
@@ -325,7 +334,7 @@ unsafe fn gemm_panelled_rows(x: *const u16, n: usize, k: usize, w: *const u16, n
     let mut t0 = 0;
     while t0 < n {
         let t1 = (t0 + TOKEN_BLOCK).min(n);
-        let lines_per_step = if t1 - t0 <= TOKEN_GROUP { PREFETCH_LINES_PER_STEP_ONE_GROUP } else { PREFETCH_LINES_PER_STEP };
+        let lines_per_step = prefetch_lines_per_step(t1 - t0);
         let mut b0 = 0;
         while b0 < nrows {
             let rows = panels::block_rows(readable_rows, b0);

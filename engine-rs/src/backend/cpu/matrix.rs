@@ -81,14 +81,22 @@ impl Matrix {
         self.panelled
     }
 
-    /// Row `row`'s bytes as one or more pieces (one per panel in a panelled matrix), in column order.
-    fn row_pieces(&self, row: usize) -> Vec<&[u8]> {
-        let size = self.dtype.size();
-        if self.panelled {
-            return panels::row_pieces(self.bytes(), self.rows, self.cols, size, row).collect();
-        }
-        let stride = self.cols * size;
-        vec![&self.bytes()[row * stride..(row + 1) * stride]]
+    /// Row `row` of a row-major matrix.
+    fn row_bytes(&self, row: usize) -> &[u8] {
+        debug_assert!(!self.panelled);
+        let stride = self.cols * self.dtype.size();
+        &self.bytes()[row * stride..(row + 1) * stride]
+    }
+
+    /// Row `row`'s bytes as one or more pieces (one per panel in a panelled matrix), in column
+    /// order, without allocating (the embedding lookup reads a row a token).
+    fn row_pieces(&self, row: usize) -> impl Iterator<Item = &[u8]> {
+        let (panelled, plain) = if self.panelled {
+            (Some(panels::row_pieces(self.bytes(), self.rows, self.cols, self.dtype.size(), row)), None)
+        } else {
+            (None, Some(self.row_bytes(row)))
+        };
+        panelled.into_iter().flatten().chain(plain)
     }
 
     /// Writes row `row` as f32 into `out` (`cols` long); exact for every stored dtype.
@@ -181,7 +189,7 @@ impl Matrix {
         let mut buffer = HugeBuffer::zeroed(self.rows * cols.len() * size).unwrap_or_else(|e| panic!("weight shard: {e}"));
         let width = cols.len() * size;
         for (r, dst) in buffer.bytes_mut().chunks_exact_mut(width.max(1)).enumerate().take(self.rows) {
-            dst.copy_from_slice(&self.row_pieces(r)[0][cols.start * size..cols.end * size]);
+            dst.copy_from_slice(&self.row_bytes(r)[cols.start * size..cols.end * size]);
         }
         Matrix { dtype: self.dtype, rows: self.rows, cols: cols.len(), storage: Storage::Huge(buffer), panelled: false }
     }

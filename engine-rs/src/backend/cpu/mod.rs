@@ -30,6 +30,8 @@ pub mod expf_glibc;
 pub mod avx512_attn_f16acc;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod bf16_tests;
 
 use matrix::{DType, Matrix};
 use rayon::prelude::*;
